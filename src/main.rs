@@ -1,0 +1,150 @@
+//! `smallwebrtc serve`: a SmallWebRTC server with a built-in bot.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use smallwebrtc::bots;
+use smallwebrtc::server::{Server, ServerConfig};
+use smallwebrtc::signaling::ice_servers::parse_ice_server_args;
+use smallwebrtc::ConnectionMode;
+
+#[derive(Parser)]
+#[command(
+    name = "smallwebrtc",
+    version,
+    about = "Pipecat-compatible SmallWebRTC server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve SmallWebRTC sessions, each running a bot.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Single,
+    Multiple,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Host to listen on; its address is also what clients connect to over UDP.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    /// HTTP port.
+    #[arg(long, default_value_t = 7860)]
+    port: u16,
+    /// The bot each session runs.
+    #[arg(long, default_value = "echo")]
+    bot: String,
+    /// ICE servers: bare URLs, JSON objects {"urls","username","credential"},
+    /// or a JSON array of either. May be repeated.
+    #[arg(
+        long = "ice-servers",
+        env = "SMALLWEBRTC_ICE_SERVERS",
+        value_name = "SERVERS"
+    )]
+    ice_servers: Vec<String>,
+    /// One session at a time, or many.
+    #[arg(long, value_enum, default_value = "multiple")]
+    connection_mode: Mode,
+    /// Munge answers for ESP32 clients (needs a non-localhost --host).
+    #[arg(long)]
+    esp32: bool,
+    /// The UDP port every session shares (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    udp_port: u16,
+    /// An extra host candidate IP (for a server behind a 1:1 NAT). May be repeated.
+    #[arg(long = "public-ip", value_name = "IP")]
+    public_ips: Vec<IpAddr>,
+    /// CORS origins allowed (comma-separated); default: any.
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Refuse sessions beyond this many with 503.
+    #[arg(long)]
+    max_sessions: Option<usize>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "smallwebrtc=info,tower_http=warn".into()),
+        )
+        .init();
+    let Cli {
+        command: Command::Serve(args),
+    } = Cli::parse();
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let bot = bots::by_name(&args.bot).ok_or_else(|| {
+        format!(
+            "unknown bot {:?}; built-in bots: {}",
+            args.bot,
+            bots::BOT_NAMES.join(", ")
+        )
+    })?;
+    let ice_servers = parse_ice_server_args(&args.ice_servers).map_err(|e| e.to_string())?;
+    let config = ServerConfig {
+        host: args.host,
+        port: args.port,
+        bot,
+        ice_servers,
+        connection_mode: match args.connection_mode {
+            Mode::Single => ConnectionMode::Single,
+            Mode::Multiple => ConnectionMode::Multiple,
+        },
+        esp32: args.esp32,
+        udp_port: args.udp_port,
+        public_ips: args.public_ips,
+        allowed_origins: args.allowed_origins,
+        max_sessions: args.max_sessions,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config).await.map_err(|e| e.to_string())?;
+    let addr = server.http_addr();
+    println!(
+        "smallwebrtc listening on http://{addr} (UDP port {}); open http://{addr}/client/",
+        server.udp_port()
+    );
+    server
+        .run(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,925 @@
+//! [`SmallWebRtcConnection`]: one client's session.
+//!
+//! A session is a handle plus one task. The task owns the session's
+//! `str0m::Rtc` outright (no lock around it) and selects on three things: the
+//! datagrams the [`UdpMux`](crate::net::UdpMux) routes to it, commands from the
+//! handle, and the `Rtc`'s own timeout. Events flow out to subscribers.
+//!
+//! A session outlives its peer connections: `restart_pc` swaps in a new `Rtc`
+//! (and a new `pc_id`) while the bot and the handle stay the same.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
+use str0m::media::MediaKind;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::endpoint::Endpoint;
+use super::offer::{force_receive_only_from_index_2, inspect_offer, OfferSummary};
+use super::protocol::{parse_incoming, Incoming, Signal, TrackSource};
+use crate::net::{Datagram, MuxSession};
+use crate::signaling::ice_servers::IceServer;
+use crate::signaling::types::{IceCandidate, SmallWebRtcAnswer};
+
+/// Outgoing app messages queued while the data channel is not open yet.
+pub const MAX_MESSAGE_QUEUE_SIZE: usize = 50;
+
+/// How long after a processed re-offer a new `renegotiate` request may be sent.
+const RENEGOTIATION_GUARD: Duration = Duration::from_secs(2);
+
+/// The state of a session, as Pipecat names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Created from an offer; no connectivity check yet.
+    New,
+    /// ICE and DTLS are being established.
+    Connecting,
+    /// ICE and DTLS are up.
+    Connected,
+    /// ICE failed or consent was lost.
+    Failed,
+    /// Closed for good.
+    Closed,
+}
+
+/// What a session tells its subscribers.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// ICE checks started.
+    Connecting,
+    /// Connected, and the bot has called [`SmallWebRtcConnection::connect`].
+    Connected,
+    /// The peer connection was replaced (`restart_pc`); a new one is coming.
+    Disconnected,
+    /// Connectivity was lost for good (consent failure).
+    Failed,
+    /// The session is over; nothing follows.
+    Closed,
+    /// The client's media on an m-line is known.
+    TrackStarted {
+        /// The m-line index (0 microphone, 1 camera, 2 screen).
+        index: usize,
+        /// The m-line's mid.
+        mid: String,
+        /// `"audio"` or `"video"`.
+        kind: &'static str,
+    },
+    /// The client's media on an m-line went away.
+    TrackEnded {
+        /// The m-line index.
+        index: usize,
+        /// The m-line's mid.
+        mid: String,
+    },
+    /// The client turned a source on or off (`trackStatus`).
+    TrackStatus {
+        /// 0 microphone, 1 camera, 2 screen.
+        receiver_index: u32,
+        /// The source, when the index is one of the three known ones.
+        source: Option<TrackSource>,
+        /// On or off.
+        enabled: bool,
+    },
+    /// A JSON app message (anything that is not signalling or a ping).
+    AppMessage(Value),
+}
+
+/// Why a session operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// The offer cannot be used; the message says why.
+    #[error("{0}")]
+    InvalidOffer(String),
+    /// The session has ended.
+    #[error("the session is closed")]
+    Closed,
+    /// A trickled candidate could not be parsed.
+    #[error("{0}")]
+    InvalidCandidate(String),
+}
+
+enum Command {
+    Renegotiate {
+        sdp: String,
+        restart_pc: bool,
+        candidates: Vec<Candidate>,
+        reply: oneshot::Sender<Result<SmallWebRtcAnswer, PeerError>>,
+    },
+    AddCandidate(IceCandidate),
+    Send(String),
+    Connect,
+    AskToRenegotiate,
+    Disconnect,
+    Close,
+}
+
+struct SharedState {
+    pc_id: String,
+    pc_ids: Vec<String>,
+    answer: SmallWebRtcAnswer,
+    subscribers: Vec<mpsc::UnboundedSender<ConnectionEvent>>,
+    state: ConnectionState,
+    connect_invoked: bool,
+    last_ping: Option<Instant>,
+}
+
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    state: Mutex<SharedState>,
+    closed: watch::Receiver<bool>,
+    ice_servers: Vec<IceServer>,
+    endpoint: Endpoint,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, event: ConnectionEvent) {
+        self.lock()
+            .subscribers
+            .retain(|s| s.send(event.clone()).is_ok());
+    }
+}
+
+/// One client's WebRTC session: the peer connection, its data channel and events.
+///
+/// Cheap to clone; every clone is the same session. Created by
+/// [`SmallWebRtcRequestHandler`](crate::SmallWebRtcRequestHandler) for each new
+/// offer and handed to the bot.
+///
+/// ```no_run
+/// use smallwebrtc::{ConnectionEvent, SmallWebRtcConnection};
+///
+/// async fn bot(connection: SmallWebRtcConnection) {
+///     let mut events = connection.events();
+///     connection.connect();
+///     while let Some(event) = events.recv().await {
+///         match event {
+///             ConnectionEvent::AppMessage(message) => connection.send_app_message(&message),
+///             ConnectionEvent::Closed => break,
+///             _ => {}
+///         }
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct SmallWebRtcConnection {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SmallWebRtcConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmallWebRtcConnection")
+            .field("pc_id", &self.pc_id())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl SmallWebRtcConnection {
+    /// Creates a session from a client's offer and starts its task.
+    ///
+    /// The answer is ready when this returns ([`get_answer`](Self::get_answer)):
+    /// it carries every server candidate, so the server never trickles.
+    pub async fn initialize(
+        endpoint: &Endpoint,
+        ice_servers: Vec<IceServer>,
+        sdp: &str,
+        sdp_type: &str,
+    ) -> Result<SmallWebRtcConnection, PeerError> {
+        check_type(sdp_type)?;
+        let candidates = endpoint.local_candidates(&ice_servers).await;
+        let (mux_session, datagrams) = endpoint.mux().register();
+        let pc_id = endpoint.new_pc_id();
+        let peer = Peer::accept(&mux_session, sdp, candidates, Instant::now())?;
+        let answer = SmallWebRtcAnswer {
+            sdp: peer.answer.clone(),
+            sdp_type: "answer".into(),
+            pc_id: pc_id.clone(),
+        };
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            commands: commands_tx,
+            state: Mutex::new(SharedState {
+                pc_id: pc_id.clone(),
+                pc_ids: vec![pc_id.clone()],
+                answer,
+                subscribers: Vec::new(),
+                state: ConnectionState::New,
+                connect_invoked: false,
+                last_ping: None,
+            }),
+            closed: closed_rx,
+            ice_servers,
+            endpoint: endpoint.clone(),
+        });
+        let task = SessionTask::new(
+            shared.clone(),
+            endpoint.clone(),
+            mux_session,
+            peer,
+            closed_tx,
+        );
+        let span = tracing::info_span!("session", pc_id = %pc_id);
+        tokio::spawn(tracing::Instrument::instrument(
+            task.run(datagrams, commands_rx),
+            span,
+        ));
+        Ok(SmallWebRtcConnection { shared })
+    }
+
+    /// The latest answer: `{sdp, type: "answer", pc_id}`.
+    pub fn get_answer(&self) -> SmallWebRtcAnswer {
+        self.shared.lock().answer.clone()
+    }
+
+    /// The current `pc_id` (it changes with `restart_pc`).
+    pub fn pc_id(&self) -> String {
+        self.shared.lock().pc_id.clone()
+    }
+
+    /// Every `pc_id` this session has had, oldest first.
+    pub fn pc_ids(&self) -> Vec<String> {
+        self.shared.lock().pc_ids.clone()
+    }
+
+    /// The session's state.
+    pub fn state(&self) -> ConnectionState {
+        self.shared.lock().state
+    }
+
+    /// The ICE servers this session was created with; renegotiations reuse them.
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.shared.ice_servers
+    }
+
+    /// Subscribes to the session's events from now on.
+    pub fn events(&self) -> mpsc::UnboundedReceiver<ConnectionEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = self.shared.lock();
+        if state.state == ConnectionState::Closed {
+            let _ = tx.send(ConnectionEvent::Closed);
+        } else {
+            state.subscribers.push(tx);
+        }
+        rx
+    }
+
+    /// Says the bot is ready: `Connected` fires (now, if the peer is already
+    /// connected) and app messages that arrived before are delivered.
+    pub fn connect(&self) {
+        let _ = self.shared.commands.send(Command::Connect);
+    }
+
+    /// True when the bot may talk to the client: [`connect`](Self::connect) was
+    /// called, the peer is connected and, for clients that ping, a ping came in
+    /// the last 3 seconds.
+    pub fn is_connected(&self) -> bool {
+        let state = self.shared.lock();
+        if !state.connect_invoked || state.state != ConnectionState::Connected {
+            return false;
+        }
+        match state.last_ping {
+            None => true,
+            Some(t) => t.elapsed() < self.shared.endpoint.timeouts().ping_liveness,
+        }
+    }
+
+    /// Sends a JSON message over the data channel (queued until it opens).
+    pub fn send_app_message(&self, message: &Value) {
+        self.send_text(message.to_string());
+    }
+
+    /// Sends pre-serialized JSON text over the data channel (queued until it opens).
+    pub fn send_text(&self, text: String) {
+        let _ = self.shared.commands.send(Command::Send(text));
+    }
+
+    /// Asks the client to re-offer (`renegotiate` signalling message). At most
+    /// one request is in flight.
+    pub fn ask_to_renegotiate(&self) {
+        let _ = self.shared.commands.send(Command::AskToRenegotiate);
+    }
+
+    /// Applies a re-offer from the client. With `restart_pc` a new peer
+    /// connection replaces the old one and the answer carries a new `pc_id`.
+    pub async fn renegotiate(
+        &self,
+        sdp: &str,
+        sdp_type: &str,
+        restart_pc: bool,
+    ) -> Result<SmallWebRtcAnswer, PeerError> {
+        check_type(sdp_type)?;
+        let candidates = if restart_pc {
+            self.shared
+                .endpoint
+                .local_candidates(&self.shared.ice_servers)
+                .await
+        } else {
+            Vec::new()
+        };
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Renegotiate {
+                sdp: sdp.to_string(),
+                restart_pc,
+                candidates,
+                reply,
+            })
+            .map_err(|_| PeerError::Closed)?;
+        answer.await.map_err(|_| PeerError::Closed)?
+    }
+
+    /// Adds a trickled candidate; an empty one marks end-of-candidates.
+    pub fn add_ice_candidate(&self, candidate: IceCandidate) -> Result<(), PeerError> {
+        if self.state() == ConnectionState::Closed {
+            return Err(PeerError::Closed);
+        }
+        let _ = self.shared.commands.send(Command::AddCandidate(candidate));
+        Ok(())
+    }
+
+    /// Sends `peerLeft` to the client, then closes.
+    pub async fn disconnect(&self) {
+        let _ = self.shared.commands.send(Command::Disconnect);
+        self.closed().await;
+    }
+
+    /// Closes without telling the client.
+    pub async fn close(&self) {
+        let _ = self.shared.commands.send(Command::Close);
+        self.closed().await;
+    }
+
+    /// Resolves when the session has closed.
+    pub async fn closed(&self) {
+        let mut closed = self.shared.closed.clone();
+        let _ = closed.wait_for(|c| *c).await;
+    }
+
+    /// True once the session has closed.
+    pub fn is_closed(&self) -> bool {
+        *self.shared.closed.borrow()
+    }
+
+    /// True when both handles are the same session.
+    pub fn same_session(&self, other: &SmallWebRtcConnection) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+fn check_type(sdp_type: &str) -> Result<(), PeerError> {
+    if sdp_type != "offer" {
+        return Err(PeerError::InvalidOffer(format!(
+            "SDP type must be \"offer\", got {sdp_type:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// One `Rtc` and what we know of its offer.
+struct Peer {
+    rtc: Rtc,
+    ufrag: String,
+    summary: OfferSummary,
+    answer: String,
+}
+
+impl Peer {
+    fn accept(
+        mux: &MuxSession,
+        sdp: &str,
+        candidates: Vec<Candidate>,
+        now: Instant,
+    ) -> Result<Peer, PeerError> {
+        let summary = inspect_offer(sdp).map_err(|e| PeerError::InvalidOffer(e.0))?;
+        let offer = parse_offer(sdp)?;
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut rtc = RtcConfig::new().set_local_ice_credentials(creds).build(now);
+        for c in candidates {
+            rtc.add_local_candidate(c);
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| PeerError::InvalidOffer(format!("cannot answer the SDP offer: {e}")))?;
+        mux.claim_ufrag(&ufrag);
+        Ok(Peer {
+            rtc,
+            ufrag,
+            summary,
+            answer: finish_answer(&answer.to_sdp_string()),
+        })
+    }
+
+    fn reoffer(&mut self, sdp: &str) -> Result<String, PeerError> {
+        let summary = inspect_offer(sdp).map_err(|e| PeerError::InvalidOffer(e.0))?;
+        let offer = parse_offer(sdp)?;
+        let answer =
+            self.rtc.sdp_api().accept_offer(offer).map_err(|e| {
+                PeerError::InvalidOffer(format!("cannot answer the SDP offer: {e}"))
+            })?;
+        self.summary = summary;
+        self.answer = finish_answer(&answer.to_sdp_string());
+        Ok(self.answer.clone())
+    }
+
+    fn mid_index(&self, mid: &str) -> usize {
+        self.summary.index_of(mid).unwrap_or(usize::MAX)
+    }
+}
+
+fn parse_offer(sdp: &str) -> Result<SdpOffer, PeerError> {
+    SdpOffer::from_sdp_string(&force_receive_only_from_index_2(sdp))
+        .map_err(|e| PeerError::InvalidOffer(format!("invalid SDP offer: {e}")))
+}
+
+/// Makes sure every m-section with candidates ends its candidate list with
+/// `a=end-of-candidates`: the server never trickles, so the client need not wait.
+fn finish_answer(sdp: &str) -> String {
+    if sdp.contains("a=end-of-candidates") {
+        return sdp.to_string();
+    }
+    let mut out = String::with_capacity(sdp.len() + 128);
+    let mut in_candidates = false;
+    for line in sdp.split_inclusive('\n') {
+        let is_candidate = line.starts_with("a=candidate:");
+        if in_candidates && !is_candidate {
+            out.push_str("a=end-of-candidates\r\n");
+        }
+        in_candidates = is_candidate;
+        out.push_str(line);
+    }
+    if in_candidates {
+        out.push_str("a=end-of-candidates\r\n");
+    }
+    out
+}
+
+struct SessionTask {
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    mux: MuxSession,
+    peer: Peer,
+    closed_tx: watch::Sender<bool>,
+    channel: Option<ChannelId>,
+    outgoing: VecDeque<String>,
+    queueing: bool,
+    pending_app: Vec<Value>,
+    connect_invoked: bool,
+    rtc_connected: bool,
+    started: Instant,
+    connected_at: Option<Instant>,
+    ice_disconnected: bool,
+    last_receive: Instant,
+    renegotiation_guard_until: Option<Instant>,
+    renegotiation_requested: bool,
+    connecting_emitted: bool,
+    finished: bool,
+}
+
+impl SessionTask {
+    fn new(
+        shared: Arc<Shared>,
+        endpoint: Endpoint,
+        mux: MuxSession,
+        peer: Peer,
+        closed_tx: watch::Sender<bool>,
+    ) -> Self {
+        let now = Instant::now();
+        SessionTask {
+            shared,
+            endpoint,
+            mux,
+            peer,
+            closed_tx,
+            channel: None,
+            outgoing: VecDeque::new(),
+            queueing: true,
+            pending_app: Vec::new(),
+            connect_invoked: false,
+            rtc_connected: false,
+            started: now,
+            connected_at: None,
+            ice_disconnected: false,
+            last_receive: now,
+            renegotiation_guard_until: None,
+            renegotiation_requested: false,
+            connecting_emitted: false,
+            finished: false,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut datagrams: mpsc::Receiver<Datagram>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        while !self.finished {
+            let rtc_timeout = self.drive().await;
+            if self.finished {
+                break;
+            }
+            let deadline = self.next_deadline(rtc_timeout);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.handle_command(command).await,
+                    // Every handle is gone: nobody can ever use this session.
+                    None => self.finish(ConnectionEvent::Closed).await,
+                },
+                Some(datagram) = datagrams.recv() => self.handle_datagram(datagram),
+                _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeout(),
+            }
+        }
+    }
+
+    /// Polls the `Rtc` until it wants to wait: sends what it transmits, handles its
+    /// events. Returns when it next wants to be woken.
+    async fn drive(&mut self) -> Instant {
+        loop {
+            match self.peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Transmit(t)) => {
+                    self.mux.send(t.source, t.destination, &t.contents).await;
+                }
+                Ok(Output::Event(event)) => self.handle_event(event).await,
+                Err(e) => {
+                    tracing::warn!("peer connection error: {e}");
+                    self.finish(ConnectionEvent::Failed).await;
+                    return Instant::now();
+                }
+            }
+            if self.finished {
+                return Instant::now();
+            }
+        }
+    }
+
+    fn next_deadline(&self, rtc_timeout: Instant) -> Instant {
+        let timeouts = self.endpoint.timeouts();
+        let mut deadline = rtc_timeout;
+        if !self.rtc_connected {
+            deadline = deadline.min(self.started + timeouts.connecting);
+        }
+        if let (Some(at), true) = (self.connected_at, self.queueing && self.channel.is_none()) {
+            deadline = deadline.min(at + timeouts.data_channel);
+        }
+        if self.ice_disconnected {
+            deadline = deadline.min(self.last_receive + timeouts.consent);
+        }
+        if let Some(until) = self.renegotiation_guard_until {
+            deadline = deadline.min(until);
+        }
+        // Never sleep for ever: a far-away deadline still wakes us to re-check.
+        deadline.min(Instant::now() + Duration::from_secs(3600))
+    }
+
+    fn handle_datagram(&mut self, datagram: Datagram) {
+        self.last_receive = datagram.received;
+        let Ok(receive) = Receive::new(
+            Protocol::Udp,
+            datagram.source,
+            datagram.destination,
+            &datagram.contents,
+        ) else {
+            return;
+        };
+        let input = Input::Receive(datagram.received, receive);
+        if self.peer.rtc.accepts(&input) {
+            if let Err(e) = self.peer.rtc.handle_input(input) {
+                tracing::debug!("bad datagram from {}: {e}", datagram.source);
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        let now = Instant::now();
+        if let Err(e) = self.peer.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!("timeout handling failed: {e}");
+        }
+        let timeouts = self.endpoint.timeouts();
+        if let Some(until) = self.renegotiation_guard_until {
+            if now >= until {
+                self.renegotiation_guard_until = None;
+                self.renegotiation_requested = false;
+            }
+        }
+        if let Some(at) = self.connected_at {
+            if self.queueing && self.channel.is_none() && now >= at + timeouts.data_channel {
+                if !self.outgoing.is_empty() {
+                    tracing::warn!(
+                        dropped = self.outgoing.len(),
+                        "no data channel opened within {:?}: dropping queued messages",
+                        timeouts.data_channel
+                    );
+                }
+                self.outgoing.clear();
+                self.queueing = false;
+            }
+        }
+    }
+
+    async fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        let timeouts = self.endpoint.timeouts();
+        if !self.rtc_connected && now >= self.started + timeouts.connecting {
+            tracing::info!("not connected after {:?}: closing", timeouts.connecting);
+            self.finish(ConnectionEvent::Closed).await;
+        } else if self.ice_disconnected && now >= self.last_receive + timeouts.consent {
+            tracing::info!(
+                "client silent for {:?} (ICE consent lost): closing",
+                timeouts.consent
+            );
+            self.finish(ConnectionEvent::Failed).await;
+        } else if !self.peer.rtc.is_alive() {
+            self.finish(ConnectionEvent::Closed).await;
+        }
+    }
+
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::IceConnectionStateChange(state) => {
+                tracing::debug!(?state, "ICE state");
+                match state {
+                    IceConnectionState::Checking if !self.connecting_emitted => {
+                        self.connecting_emitted = true;
+                        self.set_state(ConnectionState::Connecting);
+                        self.shared.emit(ConnectionEvent::Connecting);
+                    }
+                    IceConnectionState::Disconnected => self.ice_disconnected = true,
+                    IceConnectionState::Connected | IceConnectionState::Completed => {
+                        self.ice_disconnected = false
+                    }
+                    _ => {}
+                }
+            }
+            Event::Connected => {
+                tracing::info!(elapsed = ?self.started.elapsed(), "peer connected");
+                self.rtc_connected = true;
+                self.connected_at.get_or_insert_with(Instant::now);
+                self.set_state(ConnectionState::Connected);
+                if self.connect_invoked {
+                    self.shared.emit(ConnectionEvent::Connected);
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                tracing::debug!(%label, "data channel open");
+                // The last channel the client opens wins, as in the original.
+                self.channel = Some(id);
+                self.flush_outgoing();
+            }
+            Event::ChannelClose(id) => {
+                if self.channel == Some(id) {
+                    self.channel = None;
+                }
+            }
+            Event::ChannelBufferedAmountLow(_) => self.flush_outgoing(),
+            Event::ChannelData(data) => self.handle_channel_data(&data.data, data.binary),
+            Event::MediaAdded(added) => {
+                let mid = added.mid.to_string();
+                self.shared.emit(ConnectionEvent::TrackStarted {
+                    index: self.peer.mid_index(&mid),
+                    mid,
+                    kind: match added.kind {
+                        MediaKind::Audio => "audio",
+                        MediaKind::Video => "video",
+                    },
+                });
+            }
+            Event::Closed => {
+                tracing::info!("client closed the connection");
+                self.finish(ConnectionEvent::Closed).await;
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_channel_data(&mut self, data: &[u8], binary: bool) {
+        match parse_incoming(data, binary) {
+            Ok(Incoming::Ping) => self.shared.lock().last_ping = Some(Instant::now()),
+            Ok(Incoming::TrackStatus {
+                receiver_index,
+                enabled,
+            }) => self.shared.emit(ConnectionEvent::TrackStatus {
+                receiver_index,
+                source: TrackSource::from_receiver_index(receiver_index),
+                enabled,
+            }),
+            Ok(Incoming::UnknownSignalling(kind)) => {
+                tracing::debug!(%kind, "unknown signalling message ignored")
+            }
+            Ok(Incoming::App(message)) => {
+                if self.connect_invoked {
+                    self.shared.emit(ConnectionEvent::AppMessage(message));
+                } else {
+                    self.pending_app.push(message);
+                }
+            }
+            Err(e) => tracing::debug!("data-channel message ignored: {e}"),
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Send(text) => self.send_text(text),
+            Command::Connect => {
+                self.connect_invoked = true;
+                self.shared.lock().connect_invoked = true;
+                if self.rtc_connected {
+                    self.shared.emit(ConnectionEvent::Connected);
+                }
+                for message in std::mem::take(&mut self.pending_app) {
+                    self.shared.emit(ConnectionEvent::AppMessage(message));
+                }
+            }
+            Command::AddCandidate(candidate) => self.add_candidate(candidate),
+            Command::AskToRenegotiate => {
+                if !self.renegotiation_requested {
+                    self.renegotiation_requested = true;
+                    self.send_text(Signal::Renegotiate.to_json());
+                }
+            }
+            Command::Renegotiate {
+                sdp,
+                restart_pc,
+                candidates,
+                reply,
+            } => {
+                let result = if restart_pc {
+                    self.restart(&sdp, candidates).await
+                } else {
+                    self.peer.reoffer(&sdp)
+                };
+                let result = result.map(|sdp| SmallWebRtcAnswer {
+                    sdp,
+                    sdp_type: "answer".into(),
+                    pc_id: self.shared.lock().pc_id.clone(),
+                });
+                if let Ok(answer) = &result {
+                    self.shared.lock().answer = answer.clone();
+                    if self.renegotiation_requested {
+                        self.renegotiation_guard_until = Some(Instant::now() + RENEGOTIATION_GUARD);
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::Disconnect => {
+                if self.channel.is_some() {
+                    self.send_text(Signal::PeerLeft.to_json());
+                    // Let the message leave before the close_notify.
+                    let _ = self.drive().await;
+                }
+                self.finish(ConnectionEvent::Closed).await;
+            }
+            Command::Close => self.finish(ConnectionEvent::Closed).await,
+        }
+        self.check_deadlines().await;
+    }
+
+    async fn restart(
+        &mut self,
+        sdp: &str,
+        candidates: Vec<Candidate>,
+    ) -> Result<String, PeerError> {
+        let peer = Peer::accept(&self.mux, sdp, candidates, Instant::now())?;
+        let mut old = std::mem::replace(&mut self.peer, peer);
+        self.mux.release_ufrag(&old.ufrag);
+        old.rtc.disconnect();
+        let pc_id = self.endpoint.new_pc_id();
+        {
+            let mut state = self.shared.lock();
+            state.pc_id = pc_id.clone();
+            state.pc_ids.push(pc_id.clone());
+            state.state = ConnectionState::New;
+            state.last_ping = None;
+        }
+        tracing::info!(new_pc_id = %pc_id, "peer connection restarted");
+        self.shared.emit(ConnectionEvent::Disconnected);
+        let now = Instant::now();
+        self.channel = None;
+        self.outgoing.clear();
+        self.queueing = true;
+        self.pending_app.clear();
+        self.rtc_connected = false;
+        self.started = now;
+        self.connected_at = None;
+        self.ice_disconnected = false;
+        self.last_receive = now;
+        self.connecting_emitted = false;
+        Ok(self.peer.answer.clone())
+    }
+
+    fn add_candidate(&mut self, candidate: IceCandidate) {
+        if candidate.is_end_of_candidates() {
+            // str0m needs no end-of-candidates signal; checks simply run out.
+            return;
+        }
+        let text = candidate.candidate.trim();
+        let text = text.strip_prefix("a=").unwrap_or(text);
+        if text.contains(".local ") {
+            tracing::debug!("mDNS candidate skipped: {text}");
+            return;
+        }
+        let with_prefix;
+        let text = if text.starts_with("candidate:") {
+            text
+        } else {
+            with_prefix = format!("candidate:{text}");
+            &with_prefix
+        };
+        match Candidate::from_sdp_string(text) {
+            Ok(c) => self.peer.rtc.add_remote_candidate(c),
+            Err(e) => tracing::debug!("trickled candidate ignored ({e}): {text}"),
+        }
+    }
+
+    fn send_text(&mut self, text: String) {
+        if self.channel.is_some() && self.outgoing.is_empty() && self.write(&text) {
+            return;
+        }
+        if self.channel.is_none() && !self.queueing {
+            tracing::debug!("no data channel: message dropped");
+            return;
+        }
+        if self.outgoing.len() >= MAX_MESSAGE_QUEUE_SIZE {
+            tracing::warn!(
+                "outgoing message queue full ({MAX_MESSAGE_QUEUE_SIZE}): message dropped"
+            );
+            return;
+        }
+        self.outgoing.push_back(text);
+    }
+
+    fn flush_outgoing(&mut self) {
+        while let Some(text) = self.outgoing.pop_front() {
+            if !self.write(&text) {
+                self.outgoing.push_front(text);
+                break;
+            }
+        }
+    }
+
+    /// Writes on the open channel; false when it cannot take the message now.
+    fn write(&mut self, text: &str) -> bool {
+        let Some(id) = self.channel else {
+            return false;
+        };
+        let Some(mut channel) = self.peer.rtc.channel(id) else {
+            self.channel = None;
+            return false;
+        };
+        match channel.write(false, text.as_bytes()) {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!("data-channel write failed: {e}");
+                false
+            }
+        }
+    }
+
+    fn set_state(&self, state: ConnectionState) {
+        self.shared.lock().state = state;
+    }
+
+    async fn finish(&mut self, reason: ConnectionEvent) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if self.peer.rtc.is_alive() {
+            self.peer.rtc.disconnect();
+            // Send the DTLS close_notify (and anything else still due).
+            while let Ok(output) = self.peer.rtc.poll_output() {
+                match output {
+                    Output::Transmit(t) => {
+                        self.mux.send(t.source, t.destination, &t.contents).await
+                    }
+                    Output::Timeout(_) => break,
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        self.mux.release_ufrag(&self.peer.ufrag);
+        if reason == ConnectionEvent::Failed {
+            self.set_state(ConnectionState::Failed);
+            self.shared.emit(ConnectionEvent::Failed);
+        }
+        self.set_state(ConnectionState::Closed);
+        self.shared.emit(ConnectionEvent::Closed);
+        self.shared.lock().subscribers.clear();
+        let _ = self.closed_tx.send(true);
+        tracing::info!("session closed");
+    }
+}

@@ -1,0 +1,168 @@
+//! [`Endpoint`]: what every peer connection of a server shares — the UDP mux,
+//! which candidates to announce, and the timeouts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use str0m::Candidate;
+
+use crate::net::gather::ReflexiveCache;
+use crate::net::UdpMux;
+use crate::signaling::ice_servers::{IceScheme, IceServer};
+
+/// Timeouts of a peer connection. The defaults are those of Pipecat's original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A connection still not connected after this long is closed (60 s).
+    pub connecting: Duration,
+    /// Outgoing messages are queued this long after connecting for a data channel
+    /// to open, then dropped (10 s).
+    pub data_channel: Duration,
+    /// A connection that has heard nothing from its client this long while ICE
+    /// is disconnected is closed, as ICE consent freshness prescribes (30 s).
+    pub consent: Duration,
+    /// A client that sent pings and then stopped for this long counts as not
+    /// connected for sending (3 s).
+    pub ping_liveness: Duration,
+    /// The longest an offer waits for a STUN server (2 s).
+    pub stun: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connecting: Duration::from_secs(60),
+            data_channel: Duration::from_secs(10),
+            consent: Duration::from_secs(30),
+            ping_liveness: Duration::from_secs(3),
+            stun: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Settings of an [`Endpoint`].
+#[derive(Debug, Clone, Default)]
+pub struct EndpointConfig {
+    /// Extra host-candidate IPs announced on the shared port, for servers behind
+    /// a 1:1 NAT (`--public-ip`).
+    pub public_ips: Vec<IpAddr>,
+    /// Prefix of every `pc_id` (a node id, for several machines).
+    pub pc_id_prefix: String,
+    /// Timeouts of each connection.
+    pub timeouts: Timeouts,
+}
+
+struct Inner {
+    mux: UdpMux,
+    config: EndpointConfig,
+    reflexive: ReflexiveCache,
+}
+
+/// What the peer connections of one server share. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("mux", &self.inner.mux)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint over `mux`.
+    pub fn new(mux: UdpMux, config: EndpointConfig) -> Self {
+        let reflexive = ReflexiveCache::new(config.timeouts.stun);
+        Endpoint {
+            inner: Arc::new(Inner {
+                mux,
+                config,
+                reflexive,
+            }),
+        }
+    }
+
+    /// The shared UDP mux.
+    pub fn mux(&self) -> &UdpMux {
+        &self.inner.mux
+    }
+
+    /// The connection timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.inner.config.timeouts
+    }
+
+    /// A fresh, unguessable `pc_id`: the prefix and 128 random bits in hex.
+    pub fn new_pc_id(&self) -> String {
+        let mut bytes = [0u8; 16];
+        rand::rng().fill_bytes(&mut bytes);
+        let mut id = self.inner.config.pc_id_prefix.clone();
+        for b in bytes {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
+
+    /// Every candidate an answer should carry: a host candidate per bound socket,
+    /// one per `--public-ip`, and the server-reflexive address from each STUN
+    /// server in `ice_servers` (TURN entries are kept for the relay support to come).
+    pub async fn local_candidates(&self, ice_servers: &[IceServer]) -> Vec<Candidate> {
+        let mux = &self.inner.mux;
+        let locals = mux.local_addrs();
+        let mut out = Vec::new();
+        for addr in &locals {
+            push_candidate(&mut out, Candidate::host(*addr, "udp"), addr);
+        }
+        for ip in &self.inner.config.public_ips {
+            let addr = SocketAddr::new(*ip, mux.port());
+            if !locals.contains(&addr) {
+                push_candidate(&mut out, Candidate::host(addr, "udp"), &addr);
+            }
+        }
+        let stun_servers: Vec<String> = ice_servers
+            .iter()
+            .flat_map(|s| s.parsed_urls())
+            .filter_map(|u| u.ok())
+            .filter(|u| u.scheme == IceScheme::Stun)
+            .map(|u| host_port(&u.host, u.port))
+            .collect();
+        if !stun_servers.is_empty() {
+            for (mapped, base) in self.inner.reflexive.gather(mux, &stun_servers).await {
+                if locals.iter().any(|l| l.ip() == mapped.ip()) {
+                    continue; // no NAT in between: the host candidate says it all
+                }
+                push_candidate(
+                    &mut out,
+                    Candidate::server_reflexive(mapped, base, "udp"),
+                    &mapped,
+                );
+            }
+        }
+        out
+    }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn push_candidate(
+    out: &mut Vec<Candidate>,
+    candidate: Result<Candidate, str0m::error::IceError>,
+    addr: &SocketAddr,
+) {
+    match candidate {
+        Ok(c) => out.push(c),
+        Err(e) => tracing::warn!(%addr, "cannot announce candidate: {e}"),
+    }
+}

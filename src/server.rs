@@ -1,0 +1,196 @@
+//! A whole server from a configuration: what `smallwebrtc serve` runs, and what
+//! tests start in-process.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use smallwebrtc::server::{Server, ServerConfig};
+//!
+//! let server = Server::bind(ServerConfig {
+//!     port: 0, // any free port
+//!     ..ServerConfig::default()
+//! })
+//! .await?;
+//! println!("listening on http://{}", server.http_addr());
+//! server.run(std::future::pending()).await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Once};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+
+use crate::bots::{self, Bot};
+use crate::http::{router, AppState, RouterConfig};
+use crate::net::gather::{host_ips, is_loopback_host};
+use crate::net::UdpMux;
+use crate::peer::{Endpoint, EndpointConfig, Timeouts};
+use crate::signaling::ice_servers::IceServer;
+use crate::signaling::{ConnectionMode, HandlerConfig, SmallWebRtcRequestHandler};
+
+/// Everything a server needs to know.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Host to listen on (HTTP) and to announce candidates for (`localhost`).
+    pub host: String,
+    /// HTTP port (7860; 0 picks a free one).
+    pub port: u16,
+    /// The bot each session runs (`echo`).
+    pub bot: Arc<dyn Bot>,
+    /// ICE servers for the server's candidates and `/start`'s `iceConfig`.
+    pub ice_servers: Vec<IceServer>,
+    /// Single or multiple sessions.
+    pub connection_mode: ConnectionMode,
+    /// Munge answers for ESP32 clients.
+    pub esp32: bool,
+    /// The UDP port every session shares (0 picks a free one).
+    pub udp_port: u16,
+    /// Extra host-candidate IPs, for a server behind a 1:1 NAT.
+    pub public_ips: Vec<IpAddr>,
+    /// CORS origins; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Refuse sessions beyond this many with 503.
+    pub max_sessions: Option<usize>,
+    /// Connection timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "localhost".into(),
+            port: 7860,
+            bot: bots::by_name("echo").expect("the echo bot is built in"),
+            ice_servers: Vec::new(),
+            connection_mode: ConnectionMode::Multiple,
+            esp32: false,
+            udp_port: 0,
+            public_ips: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_sessions: None,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("ice_servers", &self.ice_servers)
+            .field("connection_mode", &self.connection_mode)
+            .field("esp32", &self.esp32)
+            .field("udp_port", &self.udp_port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    handler: SmallWebRtcRequestHandler,
+    mux: UdpMux,
+    app: axum::Router,
+}
+
+/// Installs str0m's crypto provider once per process and builds a first `Rtc`,
+/// so the first client does not pay its one-time set-up (~30 ms).
+pub fn init_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let _ = str0m::Rtc::builder().build(Instant::now());
+    });
+}
+
+impl Server {
+    /// Binds the HTTP listener and the shared UDP port.
+    pub async fn bind(config: ServerConfig) -> io::Result<Server> {
+        if config.esp32 && is_loopback_host(&config.host) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "For ESP32, you need to specify `--host IP` so we can do SDP munging.",
+            ));
+        }
+        init_crypto();
+        let ips = host_ips(&config.host).await?;
+        let mux = UdpMux::bind(&ips, config.udp_port).await?;
+        let endpoint = Endpoint::new(
+            mux.clone(),
+            EndpointConfig {
+                public_ips: config.public_ips.clone(),
+                pc_id_prefix: "pc-".into(),
+                timeouts: config.timeouts,
+            },
+        );
+        let handler = SmallWebRtcRequestHandler::new(
+            endpoint,
+            HandlerConfig {
+                ice_servers: config.ice_servers.clone(),
+                esp32_mode: config.esp32,
+                host: Some(config.host.clone()).filter(|h| !is_loopback_host(h)),
+                connection_mode: config.connection_mode,
+                max_sessions: config.max_sessions,
+            },
+        );
+        let app = router(
+            AppState::new(handler.clone(), config.bot.clone()),
+            &RouterConfig {
+                allowed_origins: config.allowed_origins.clone(),
+            },
+        )
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+        let http_host = if config.host.eq_ignore_ascii_case("localhost") {
+            "127.0.0.1"
+        } else {
+            config.host.trim_start_matches('[').trim_end_matches(']')
+        };
+        let listener = TcpListener::bind((http_host, config.port))
+            .await
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {http_host}:{}: {e}", config.port),
+                )
+            })?;
+        Ok(Server {
+            listener,
+            handler,
+            mux,
+            app,
+        })
+    }
+
+    /// The HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The shared UDP port.
+    pub fn udp_port(&self) -> u16 {
+        self.mux.port()
+    }
+
+    /// The request handler (sessions, ICE servers).
+    pub fn handler(&self) -> &SmallWebRtcRequestHandler {
+        &self.handler
+    }
+
+    /// Serves until `shutdown` resolves, then disconnects every session
+    /// (each client gets `peerLeft`).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        let handler = self.handler.clone();
+        let result = axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        handler.close().await;
+        self.mux.shutdown();
+        result
+    }
+}
