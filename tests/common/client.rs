@@ -231,6 +231,8 @@ struct PeerCtx {
     /// The channel used for sending: ours once open, else the first one that opened.
     open_channel: Option<ChannelId>,
     publish: bool,
+    /// Re-offers made on this Rtc (str0m always writes session version 2; browsers count up).
+    reoffers: u64,
 }
 
 type PeerFn = Box<dyn FnOnce(&mut PeerCtx) + Send>;
@@ -364,6 +366,26 @@ async fn new_peer(opts: &ClientOptions) -> Result<NewPeer, ClientError> {
     })
 }
 
+/// Rewrites the session version of the `o=` line (`o=<user> <id> <version> ...`).
+fn bump_sdp_version(sdp: &str, version: u64) -> String {
+    let mut out = String::with_capacity(sdp.len() + 8);
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("o=") {
+            let body = line.trim_end_matches(['\r', '\n']);
+            let ending = &line[body.len()..];
+            let mut fields: Vec<String> = body.split(' ').map(str::to_string).collect();
+            if fields.len() > 2 {
+                fields[2] = version.to_string();
+            }
+            out.push_str(&fields.join(" "));
+            out.push_str(ending);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// The `a=mid:` values of an SDP in m-line order.
 fn mids_from_sdp(sdp: &str) -> Vec<String> {
     sdp.lines()
@@ -411,7 +433,11 @@ struct Answer {
     pc_id: Option<String>,
 }
 
-async fn post_offer(http: &reqwest::Client, url: &str, body: &Value) -> Result<Answer, ClientError> {
+async fn post_offer(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> Result<Answer, ClientError> {
     let resp = http
         .post(url)
         .json(body)
@@ -442,7 +468,10 @@ async fn post_offer(http: &reqwest::Client, url: &str, body: &Value) -> Result<A
             return Err(format!("POST {url}: response \"type\" is {t}, not \"answer\"").into());
         }
     }
-    let pc_id = json.get("pc_id").and_then(Value::as_str).map(str::to_string);
+    let pc_id = json
+        .get("pc_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Ok(Answer { json, sdp, pc_id })
 }
 
@@ -540,6 +569,7 @@ impl TestClient {
             own_channel: peer.own_channel,
             open_channel: None,
             publish: true,
+            reoffers: 0,
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(PeerState {
@@ -750,7 +780,9 @@ impl TestClient {
                 .ok_or_else(|| "the data channel is not available".to_string())?;
             match chan.write(binary, &data) {
                 Ok(true) => Ok(()),
-                Ok(false) => Err("the data channel did not accept the message (buffer full)".into()),
+                Ok(false) => {
+                    Err("the data channel did not accept the message (buffer full)".into())
+                }
                 Err(e) => Err(format!("data channel write failed: {e}")),
             }
         })
@@ -863,7 +895,8 @@ impl TestClient {
                         .replace(&new.ufrag, &current.ufrag)
                         .replace(&new.pass, &current.pass);
                 }
-                Ok((sdp, pending))
+                ctx.reoffers += 1;
+                Ok((bump_sdp_version(&sdp, 2 + ctx.reoffers), pending))
             })
             .await??;
 
