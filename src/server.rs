@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::bots::{self, Bot};
 use crate::http::{router, AppState, RouterConfig};
-use crate::net::gather::{host_ips, is_loopback_host};
+use crate::net::gather::host_ips;
 use crate::net::UdpMux;
 use crate::peer::{Endpoint, EndpointConfig, Timeouts};
 use crate::signaling::ice_servers::IceServer;
@@ -110,7 +110,9 @@ pub fn init_crypto() {
 impl Server {
     /// Binds the HTTP listener and the shared UDP port.
     pub async fn bind(config: ServerConfig) -> io::Result<Server> {
-        if config.esp32 && is_loopback_host(&config.host) {
+        // As in the original: ESP32 munging keeps only candidates on --host, so
+        // the default "localhost" makes no sense with it.
+        if config.esp32 && config.host.eq_ignore_ascii_case("localhost") {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "For ESP32, you need to specify `--host IP` so we can do SDP munging.",
@@ -132,7 +134,7 @@ impl Server {
             HandlerConfig {
                 ice_servers: config.ice_servers.clone(),
                 esp32_mode: config.esp32,
-                host: Some(config.host.clone()).filter(|h| !is_loopback_host(h)),
+                host: Some(config.host.clone()),
                 connection_mode: config.connection_mode,
                 max_sessions: config.max_sessions,
             },

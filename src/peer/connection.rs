@@ -379,6 +379,26 @@ impl SmallWebRtcConnection {
     }
 }
 
+/// Closes an `Rtc` politely: RTCP BYE, SCTP shutdown and the DTLS
+/// close_notify go out now, so the client learns at once that we are gone.
+async fn close_rtc(rtc: &mut Rtc, mux: &mut MuxSession) {
+    if !rtc.is_alive() {
+        return;
+    }
+    if let Err(e) = rtc.close() {
+        tracing::debug!("close failed: {e}");
+    }
+    // Closing only queues output, all of it due now: drain until quiet.
+    for _ in 0..64 {
+        match rtc.poll_output() {
+            Ok(Output::Transmit(t)) => mux.send(t.source, t.destination, &t.contents).await,
+            Ok(Output::Event(_)) => {}
+            Ok(Output::Timeout(_)) | Err(_) => break,
+        }
+    }
+    rtc.disconnect();
+}
+
 fn check_type(sdp_type: &str) -> Result<(), PeerError> {
     if sdp_type != "offer" {
         return Err(PeerError::InvalidOffer(format!(
@@ -482,7 +502,6 @@ struct SessionTask {
     rtc_connected: bool,
     started: Instant,
     connected_at: Option<Instant>,
-    ice_disconnected: bool,
     last_receive: Instant,
     renegotiation_guard_until: Option<Instant>,
     renegotiation_requested: bool,
@@ -513,7 +532,6 @@ impl SessionTask {
             rtc_connected: false,
             started: now,
             connected_at: None,
-            ice_disconnected: false,
             last_receive: now,
             renegotiation_guard_until: None,
             renegotiation_requested: false,
@@ -540,7 +558,10 @@ impl SessionTask {
                     None => self.finish(ConnectionEvent::Closed).await,
                 },
                 Some(datagram) = datagrams.recv() => self.handle_datagram(datagram),
-                _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeout(),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.handle_timeout();
+                    self.check_deadlines().await;
+                }
             }
         }
     }
@@ -576,7 +597,7 @@ impl SessionTask {
         if let (Some(at), true) = (self.connected_at, self.queueing && self.channel.is_none()) {
             deadline = deadline.min(at + timeouts.data_channel);
         }
-        if self.ice_disconnected {
+        if self.rtc_connected {
             deadline = deadline.min(self.last_receive + timeouts.consent);
         }
         if let Some(until) = self.renegotiation_guard_until {
@@ -637,7 +658,7 @@ impl SessionTask {
         if !self.rtc_connected && now >= self.started + timeouts.connecting {
             tracing::info!("not connected after {:?}: closing", timeouts.connecting);
             self.finish(ConnectionEvent::Closed).await;
-        } else if self.ice_disconnected && now >= self.last_receive + timeouts.consent {
+        } else if self.rtc_connected && now >= self.last_receive + timeouts.consent {
             tracing::info!(
                 "client silent for {:?} (ICE consent lost): closing",
                 timeouts.consent
@@ -658,10 +679,6 @@ impl SessionTask {
                         self.set_state(ConnectionState::Connecting);
                         self.shared.emit(ConnectionEvent::Connecting);
                     }
-                    IceConnectionState::Disconnected => self.ice_disconnected = true,
-                    IceConnectionState::Connected | IceConnectionState::Completed => {
-                        self.ice_disconnected = false
-                    }
                     _ => {}
                 }
             }
@@ -680,11 +697,7 @@ impl SessionTask {
                 self.channel = Some(id);
                 self.flush_outgoing();
             }
-            Event::ChannelClose(id) => {
-                if self.channel == Some(id) {
-                    self.channel = None;
-                }
-            }
+            Event::ChannelClose(id) if self.channel == Some(id) => self.channel = None,
             Event::ChannelBufferedAmountLow(_) => self.flush_outgoing(),
             Event::ChannelData(data) => self.handle_channel_data(&data.data, data.binary),
             Event::MediaAdded(added) => {
@@ -796,7 +809,7 @@ impl SessionTask {
         let peer = Peer::accept(&self.mux, sdp, candidates, Instant::now())?;
         let mut old = std::mem::replace(&mut self.peer, peer);
         self.mux.release_ufrag(&old.ufrag);
-        old.rtc.disconnect();
+        close_rtc(&mut old.rtc, &mut self.mux).await;
         let pc_id = self.endpoint.new_pc_id();
         {
             let mut state = self.shared.lock();
@@ -815,7 +828,6 @@ impl SessionTask {
         self.rtc_connected = false;
         self.started = now;
         self.connected_at = None;
-        self.ice_disconnected = false;
         self.last_receive = now;
         self.connecting_emitted = false;
         Ok(self.peer.answer.clone())
@@ -898,19 +910,7 @@ impl SessionTask {
             return;
         }
         self.finished = true;
-        if self.peer.rtc.is_alive() {
-            self.peer.rtc.disconnect();
-            // Send the DTLS close_notify (and anything else still due).
-            while let Ok(output) = self.peer.rtc.poll_output() {
-                match output {
-                    Output::Transmit(t) => {
-                        self.mux.send(t.source, t.destination, &t.contents).await
-                    }
-                    Output::Timeout(_) => break,
-                    Output::Event(_) => {}
-                }
-            }
-        }
+        close_rtc(&mut self.peer.rtc, &mut self.mux).await;
         self.mux.release_ufrag(&self.peer.ufrag);
         if reason == ConnectionEvent::Failed {
             self.set_state(ConnectionState::Failed);

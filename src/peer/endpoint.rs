@@ -20,8 +20,9 @@ pub struct Timeouts {
     /// Outgoing messages are queued this long after connecting for a data channel
     /// to open, then dropped (10 s).
     pub data_channel: Duration,
-    /// A connection that has heard nothing from its client this long while ICE
-    /// is disconnected is closed, as ICE consent freshness prescribes (30 s).
+    /// A connected session that has heard nothing from its client this long is
+    /// closed, as ICE consent freshness prescribes (30 s). A live client is never
+    /// silent that long: ICE consent checks alone arrive every few seconds.
     pub consent: Duration,
     /// A client that sent pings and then stopped for this long counts as not
     /// connected for sending (3 s).
