@@ -12,18 +12,14 @@ if [ ! -x "$NSRUN" ]; then
   exit 2
 fi
 
-need_apt=()
-command -v ip >/dev/null || need_apt+=(iproute2)
-command -v unshare >/dev/null || need_apt+=(util-linux)
-command -v cmake >/dev/null || need_apt+=(cmake)
-if [ "${#need_apt[@]}" -gt 0 ]; then
-  echo "== installing ${need_apt[*]}"
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
-fi
+source scripts/deps.sh
+# ip and unshare make the test namespace.
+apt_install iproute2 util-linux
 
 echo "== format and lints"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 
 echo "== build"
 cargo test --locked --no-run

@@ -448,3 +448,35 @@ async fn status_redirect_and_cors() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+#[tokio::test]
+async fn a_dead_stun_server_delays_only_the_first_offer_and_by_at_most_about_two_seconds() {
+    // Nothing listens on port 1: the STUN query can only time out.
+    let server = start(ServerConfig {
+        ice_servers: vec![IceServer::new("stun:127.0.0.1:1")],
+        ..ServerConfig::default()
+    })
+    .await;
+    let body = json!({"sdp": browser_offer(), "type": "offer"});
+    let t = std::time::Instant::now();
+    let (status, answer) = server.post_json("/api/offer", &body).await;
+    let first = t.elapsed();
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["sdp"].as_str().unwrap().contains("typ host"),
+        "host candidates still offered"
+    );
+    assert!(
+        first >= std::time::Duration::from_millis(1500)
+            && first < std::time::Duration::from_millis(3000),
+        "the first offer waits for the STUN query, bounded: {first:?}"
+    );
+    let t = std::time::Instant::now();
+    let (status, _) = server.post_json("/api/offer", &body).await;
+    assert_eq!(status, 200);
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(500),
+        "the failure is cached: {:?}",
+        t.elapsed()
+    );
+}

@@ -92,7 +92,7 @@ const REFLEXIVE_TTL: Duration = Duration::from_secs(300);
 /// Server-reflexive addresses of the shared port, asked of STUN servers and cached.
 ///
 /// Every session shares one port, so its reflexive address is the same for all
-/// of them: one STUN round trip serves every offer for [`REFLEXIVE_TTL`], and an
+/// of them: one STUN round trip serves every offer for five minutes, and an
 /// offer waits at most `timeout` for a server that does not answer.
 #[derive(Debug)]
 pub struct ReflexiveCache {
@@ -126,10 +126,6 @@ impl ReflexiveCache {
         let mut found = Vec::new();
         for server in servers {
             for local in mux.local_addrs() {
-                if local.ip().is_loopback() {
-                    // A STUN server cannot reach a loopback socket; nothing to learn.
-                    continue;
-                }
                 let cached = self.lookup(server, local, now);
                 match cached {
                     Some(Some(mapped)) => found.push((mapped, local)),
@@ -143,6 +139,10 @@ impl ReflexiveCache {
             let result = tokio::time::timeout(timeout, query(mux, &server, local, timeout)).await;
             let mapped = match result {
                 Ok(Ok(addr)) => Some(addr),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                    tracing::debug!(%server, %local, "STUN server skipped: {e}");
+                    None
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(%server, %local, "STUN query failed: {e}");
                     None
@@ -193,13 +193,17 @@ async fn query(
     local: SocketAddr,
     timeout: Duration,
 ) -> io::Result<SocketAddr> {
+    // Only a server this socket can reach: same IP family, and loopback only
+    // from loopback (a public STUN server never answers a 127.0.0.1 socket).
     let target = tokio::net::lookup_host(server)
         .await?
-        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .find(|a| {
+            a.is_ipv4() == local.is_ipv4() && a.ip().is_loopback() == local.ip().is_loopback()
+        })
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{server} has no address of the same family as {local}"),
+                format!("{server} is not reachable from {local}"),
             )
         })?;
     mux.query_reflexive(local, target, timeout).await

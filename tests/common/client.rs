@@ -215,6 +215,8 @@ pub enum ClientEvent {
 /// Snapshot of one peer connection's state, kept by its IO loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PeerState {
+    /// When str0m first reported ICE + DTLS connected.
+    connected_at: Option<Instant>,
     connected: bool,
     ever_connected: bool,
     channel_open: bool,
@@ -257,6 +259,9 @@ struct PeerHandle {
 
 #[derive(Debug, Clone, Default)]
 struct SessionInfo {
+    /// When the latest offer POST was sent and its answer read.
+    offer_posted: Option<Instant>,
+    answer_received: Option<Instant>,
     pc_id: Option<String>,
     answer_sdp: String,
     answer_json: Value,
@@ -540,7 +545,14 @@ impl TestClient {
             restart,
             restart,
         );
+        let posted = Instant::now();
         let answer = post_offer(&sh.http, &sh.offer_url, &body).await?;
+        let answered = Instant::now();
+        {
+            let mut s = lock(&sh.session);
+            s.offer_posted = Some(posted);
+            s.answer_received = Some(answered);
+        }
         let sdp_answer = parse_answer(&answer.sdp)?;
         peer.rtc
             .sdp_api()
@@ -688,6 +700,24 @@ impl TestClient {
             Waited::Gone => Err("IO loop gone before a remote close was seen".into()),
             Waited::Done(_) => Ok(()),
         }
+    }
+
+    /// For the latest offer: how long the POST took to be answered, and how long
+    /// from sending it until ICE + DTLS connected (None while not connected).
+    pub fn timings(&self) -> (Duration, Option<Duration>) {
+        let (posted, answered) = {
+            let s = lock(&self.shared.session);
+            (s.offer_posted, s.answer_received)
+        };
+        let (Some(posted), Some(answered)) = (posted, answered) else {
+            return (Duration::ZERO, None);
+        };
+        let connected = self
+            .current(|p| p.state.borrow().connected_at)
+            .ok()
+            .flatten()
+            .map(|t| t.saturating_duration_since(posted));
+        (answered - posted, connected)
     }
 
     /// The pc_id from the latest answer ("" if the server sent none).
@@ -1189,6 +1219,7 @@ fn handle_event(
     match event {
         Event::Connected => {
             set_state(state, |s| {
+                s.connected_at.get_or_insert_with(Instant::now);
                 s.connected = true;
                 s.ever_connected = true;
             });
