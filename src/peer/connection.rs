@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
-use str0m::media::MediaKind;
+use str0m::media::{KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::endpoint::Endpoint;
+use super::media::{MediaPacket, OutgoingMedia};
 use super::offer::{force_receive_only_from_index_2, inspect_offer, OfferSummary};
 use super::protocol::{parse_incoming, Incoming, Signal, TrackSource};
 use crate::net::{Datagram, MuxSession};
@@ -114,6 +115,9 @@ enum Command {
     },
     AddCandidate(IceCandidate),
     Send(String),
+    SetMediaReader(usize, Option<mpsc::Sender<MediaPacket>>),
+    WriteMedia(OutgoingMedia),
+    RequestKeyframe(usize),
     Connect,
     AskToRenegotiate,
     Disconnect,
@@ -373,6 +377,30 @@ impl SmallWebRtcConnection {
         *self.shared.closed.borrow()
     }
 
+    /// Starts handing the client's encoded frames on m-line `index` to the
+    /// returned receiver (replacing any earlier reader). Frames that find the
+    /// receiver full are dropped, oldest-first semantics being the reader's job:
+    /// the network task never waits for a slow reader. Nothing is forwarded
+    /// while nobody reads: drop the receiver to stop.
+    pub fn read_media(&self, index: usize, capacity: usize) -> mpsc::Receiver<MediaPacket> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let _ = self
+            .shared
+            .commands
+            .send(Command::SetMediaReader(index, Some(tx)));
+        rx
+    }
+
+    /// Sends an encoded frame to the client; dropped while not connected.
+    pub fn write_media(&self, media: OutgoingMedia) {
+        let _ = self.shared.commands.send(Command::WriteMedia(media));
+    }
+
+    /// Asks the client for a keyframe (PLI) on m-line `index`.
+    pub fn request_keyframe(&self, index: usize) {
+        let _ = self.shared.commands.send(Command::RequestKeyframe(index));
+    }
+
     /// True when both handles are the same session.
     pub fn same_session(&self, other: &SmallWebRtcConnection) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
@@ -459,6 +487,21 @@ impl Peer {
     fn mid_index(&self, mid: &str) -> usize {
         self.summary.index_of(mid).unwrap_or(usize::MAX)
     }
+
+    fn mid_at(&self, index: usize) -> Option<Mid> {
+        self.summary
+            .sections
+            .get(index)
+            .and_then(|s| s.mid.as_deref())
+            .map(Mid::from)
+    }
+
+    fn index_of_mid(&self, mid: Mid) -> Option<usize> {
+        self.summary
+            .sections
+            .iter()
+            .position(|s| s.mid.as_deref() == Some(&*mid))
+    }
 }
 
 fn parse_offer(sdp: &str) -> Result<SdpOffer, PeerError> {
@@ -507,6 +550,8 @@ struct SessionTask {
     renegotiation_requested: bool,
     connecting_emitted: bool,
     finished: bool,
+    /// Readers of the client's media, by m-line index; kept across `restart_pc`.
+    readers: Vec<Option<mpsc::Sender<MediaPacket>>>,
 }
 
 impl SessionTask {
@@ -537,6 +582,7 @@ impl SessionTask {
             renegotiation_requested: false,
             connecting_emitted: false,
             finished: false,
+            readers: Vec::new(),
         }
     }
 
@@ -711,6 +757,7 @@ impl SessionTask {
                     },
                 });
             }
+            Event::MediaData(data) => self.forward_media(data),
             Event::Closed => {
                 tracing::info!("client closed the connection");
                 self.finish(ConnectionEvent::Closed).await;
@@ -758,6 +805,14 @@ impl SessionTask {
                 }
             }
             Command::AddCandidate(candidate) => self.add_candidate(candidate),
+            Command::SetMediaReader(index, reader) => {
+                if self.readers.len() <= index {
+                    self.readers.resize(index + 1, None);
+                }
+                self.readers[index] = reader;
+            }
+            Command::WriteMedia(media) => self.write_media(media),
+            Command::RequestKeyframe(index) => self.request_keyframe(index),
             Command::AskToRenegotiate => {
                 if !self.renegotiation_requested {
                     self.renegotiation_requested = true;
@@ -831,6 +886,66 @@ impl SessionTask {
         self.last_receive = now;
         self.connecting_emitted = false;
         Ok(self.peer.answer.clone())
+    }
+
+    fn forward_media(&mut self, data: str0m::media::MediaData) {
+        let Some(index) = self.peer.index_of_mid(data.mid) else {
+            return;
+        };
+        let Some(Some(reader)) = self.readers.get(index) else {
+            return;
+        };
+        let packet = MediaPacket {
+            index,
+            codec: data.params.spec().codec,
+            rtp_time: data.time.numer(),
+            clock_rate: data.time.denom(),
+            network_time: data.network_time,
+            contiguous: data.contiguous,
+            data: data.data,
+        };
+        match reader.try_send(packet) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::trace!(index, "media reader behind: frame dropped")
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.readers[index] = None,
+        }
+    }
+
+    fn write_media(&mut self, media: OutgoingMedia) {
+        if !self.rtc_connected {
+            return;
+        }
+        let Some(mid) = self.peer.mid_at(media.index) else {
+            return;
+        };
+        let Some(writer) = self.peer.rtc.writer(mid) else {
+            return;
+        };
+        let Some((pt, clock)) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == media.codec)
+            .map(|p| (p.pt(), p.spec().clock_rate))
+        else {
+            tracing::debug!(index = media.index, codec = ?media.codec, "codec not negotiated on this m-line");
+            return;
+        };
+        let time = MediaTime::new(media.rtp_time, clock);
+        if let Err(e) = writer.write(pt, media.wallclock, time, media.data) {
+            tracing::debug!("media write failed: {e}");
+        }
+    }
+
+    fn request_keyframe(&mut self, index: usize) {
+        let Some(mid) = self.peer.mid_at(index) else {
+            return;
+        };
+        if let Some(mut writer) = self.peer.rtc.writer(mid) {
+            if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+            }
+        }
     }
 
     fn add_candidate(&mut self, candidate: IceCandidate) {

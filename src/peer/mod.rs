@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod endpoint;
+pub mod media;
 pub mod offer;
 pub mod protocol;
 
