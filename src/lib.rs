@@ -11,12 +11,14 @@
 //! | [`signaling`] | wire types, ICE-server configuration, ESP32 answer munging, [`SmallWebRtcRequestHandler`] |
 //! | [`net`] | the UDP socket(s) all sessions share, the demultiplexer, candidate gathering (host, STUN) |
 //! | [`peer`] | [`SmallWebRtcConnection`]: one task per session owning its `str0m::Rtc`, the data-channel protocol |
+//! | [`media`] | codecs and timing: Opus in and out, 20 ms chunking, the pacing clock, resampling |
 //! | [`http`] | axum routes over the handler, CORS and body limits |
 //! | [`bots`] | bots written against the public API, starting with `echo` |
 //! | [`server`] | configuration → a running server (what the CLI calls) |
 
 pub mod bots;
 pub mod http;
+pub mod media;
 pub mod net;
 pub mod peer;
 pub mod server;
