@@ -13,6 +13,7 @@
 //! | [`peer`] | [`SmallWebRtcConnection`]: one task per session owning its `str0m::Rtc`, the data-channel protocol |
 //! | [`media`] | codecs and timing: Opus in and out, 20 ms chunking, the pacing clock, resampling |
 //! | [`http`] | axum routes over the handler, CORS and body limits |
+//! | [`transport`] | [`SmallWebRtcTransport`](transport::SmallWebRtcTransport): decoded audio in, paced audio out, events — what a bot uses |
 //! | [`bots`] | bots written against the public API, starting with `echo` |
 //! | [`server`] | configuration → a running server (what the CLI calls) |
 
@@ -23,6 +24,7 @@ pub mod net;
 pub mod peer;
 pub mod server;
 pub mod signaling;
+pub mod transport;
 
 pub use peer::{ConnectionEvent, SmallWebRtcConnection};
 pub use signaling::{

@@ -1,13 +1,17 @@
-//! The `echo` bot: every app message comes straight back, and RTVI clients get
-//! the handshake they wait for (`client-ready` → `bot-ready`, `client-message`
-//! → `server-response`). Other RTVI messages get no reply: echoing a client's
-//! own RTVI message back would only confuse it.
+//! The `echo` bot: plays the client's microphone back to it, sends every app
+//! message straight back, and gives RTVI clients the handshake they wait for
+//! (`client-ready` → `bot-ready`, `client-message` → `server-response`). Other
+//! RTVI messages get no reply: echoing a client's own RTVI message back would
+//! only confuse it.
 
 use serde_json::Value;
 
 use super::rtvi::{self, BotAbout, Capabilities};
 use super::BotArgs;
-use crate::{ConnectionEvent, SmallWebRtcConnection};
+use crate::transport::{
+    InputFrame, OutputAudioRawFrame, SmallWebRtcTransport, TransportEvent, TransportParams,
+};
+use crate::SmallWebRtcConnection;
 
 /// What the echo bot says about itself in `bot-ready`.
 pub fn about() -> BotAbout {
@@ -15,8 +19,8 @@ pub fn about() -> BotAbout {
         capabilities: Capabilities {
             audio_in: true,
             audio_out: true,
-            video_in: true,
-            video_out: true,
+            video_in: false,
+            video_out: false,
             metrics: false,
         },
         ..BotAbout::default()
@@ -42,17 +46,56 @@ pub fn answer(connection: &SmallWebRtcConnection, message: &Value, about: &BotAb
     }
 }
 
+/// The transport parameters of the echo bot: 16 kHz mono both ways, so audio
+/// goes back exactly as it came, with no resampling.
+pub fn params() -> TransportParams {
+    TransportParams {
+        audio_in_enabled: true,
+        audio_in_sample_rate: 16_000,
+        audio_out_enabled: true,
+        audio_out_sample_rate: 16_000,
+        ..TransportParams::default()
+    }
+}
+
 /// Runs the echo bot until the session closes.
 pub async fn run(args: BotArgs) {
     let connection = args.connection;
-    let mut events = connection.events();
-    connection.connect();
+    let transport = match SmallWebRtcTransport::new(connection.clone(), params()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("echo bot cannot start: {e}");
+            return;
+        }
+    };
+    let mut events = transport.events();
+    let mut input = transport.input();
+    let output = transport.output();
     let about = about();
-    while let Some(event) = events.recv().await {
-        match event {
-            ConnectionEvent::AppMessage(message) => answer(&connection, &message, &about),
-            ConnectionEvent::Closed => break,
-            _ => {}
+    loop {
+        tokio::select! {
+            frame = input.recv() => match frame {
+                Some(InputFrame::Audio(audio)) => {
+                    // Queue and go on reading: the clock plays it out.
+                    let frame = OutputAudioRawFrame {
+                        audio: audio.audio,
+                        sample_rate: audio.sample_rate,
+                        num_channels: audio.num_channels,
+                    };
+                    if let Err(e) = output.write_audio(frame) {
+                        tracing::debug!("echo write failed: {e}");
+                    }
+                }
+                Some(_) => {}
+                None => return,
+            },
+            event = events.recv() => match event {
+                Some(TransportEvent::AppMessage { message, .. }) => {
+                    answer(&connection, &message, &about)
+                }
+                Some(TransportEvent::ClientClosed) | None => return,
+                Some(_) => {}
+            },
         }
     }
 }

@@ -132,6 +132,7 @@ struct SharedState {
     state: ConnectionState,
     connect_invoked: bool,
     last_ping: Option<Instant>,
+    closed_by_server: bool,
 }
 
 struct Shared {
@@ -222,6 +223,7 @@ impl SmallWebRtcConnection {
                 state: ConnectionState::New,
                 connect_invoked: false,
                 last_ping: None,
+                closed_by_server: false,
             }),
             closed: closed_rx,
             ice_servers,
@@ -399,6 +401,12 @@ impl SmallWebRtcConnection {
     /// Asks the client for a keyframe (PLI) on m-line `index`.
     pub fn request_keyframe(&self, index: usize) {
         let _ = self.shared.commands.send(Command::RequestKeyframe(index));
+    }
+
+    /// True when the session was ended by [`disconnect`](Self::disconnect) or
+    /// [`close`](Self::close) on our side, not by the client or a timeout.
+    pub fn closed_by_server(&self) -> bool {
+        self.shared.lock().closed_by_server
     }
 
     /// True when both handles are the same session.
@@ -844,6 +852,7 @@ impl SessionTask {
                 let _ = reply.send(result);
             }
             Command::Disconnect => {
+                self.shared.lock().closed_by_server = true;
                 if self.channel.is_some() {
                     self.send_text(Signal::PeerLeft.to_json());
                     // Let the message leave before the close_notify.
@@ -851,7 +860,10 @@ impl SessionTask {
                 }
                 self.finish(ConnectionEvent::Closed).await;
             }
-            Command::Close => self.finish(ConnectionEvent::Closed).await,
+            Command::Close => {
+                self.shared.lock().closed_by_server = true;
+                self.finish(ConnectionEvent::Closed).await
+            }
         }
         self.check_deadlines().await;
     }

@@ -1003,8 +1003,21 @@ impl TestClient {
     }
 }
 
+impl TestClient {
+    /// Another handle to the same client (for a sender task). The IO loop stops
+    /// when the last handle is dropped.
+    pub fn clone_handle(&self) -> TestClient {
+        TestClient {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
 impl Drop for TestClient {
     fn drop(&mut self) {
+        if Arc::strong_count(&self.shared) > 1 {
+            return;
+        }
         if let Some(peer) = lock(&self.shared.peer).take() {
             peer.task.abort();
         }

@@ -1,4 +1,5 @@
 //! Offers made without a live peer behind them.
+#![allow(dead_code)]
 
 use std::time::Instant;
 
