@@ -19,7 +19,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Once};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
@@ -93,9 +93,13 @@ impl std::fmt::Debug for ServerConfig {
 pub struct Server {
     listener: TcpListener,
     handler: SmallWebRtcRequestHandler,
+    state: AppState,
     mux: UdpMux,
     app: axum::Router,
 }
+
+/// How long a shutdown waits for bots to finish after their clients got `peerLeft`.
+const BOT_GRACE: Duration = Duration::from_secs(3);
 
 /// Installs str0m's crypto provider once per process and builds a first `Rtc`,
 /// so the first client does not pay its one-time set-up (~30 ms).
@@ -139,8 +143,9 @@ impl Server {
                 max_sessions: config.max_sessions,
             },
         );
+        let state = AppState::new(handler.clone(), config.bot.clone());
         let app = router(
-            AppState::new(handler.clone(), config.bot.clone()),
+            state.clone(),
             &RouterConfig {
                 allowed_origins: config.allowed_origins.clone(),
             },
@@ -162,6 +167,7 @@ impl Server {
         Ok(Server {
             listener,
             handler,
+            state,
             mux,
             app,
         })
@@ -184,14 +190,32 @@ impl Server {
         &self.handler
     }
 
-    /// Serves until `shutdown` resolves, then disconnects every session
-    /// (each client gets `peerLeft`).
+    /// Serves until `shutdown` resolves, then shuts down gracefully: new offers
+    /// get 503, every client gets `peerLeft` and is disconnected, bots get up to
+    /// 3 s to finish, and in-flight HTTP requests are answered.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         let handler = self.handler.clone();
+        let state = self.state.clone();
+        let graceful = async move {
+            shutdown.await;
+            tracing::info!(
+                "shutting down: disconnecting {} sessions",
+                handler.session_count()
+            );
+            handler.close().await;
+            if tokio::time::timeout(BOT_GRACE, state.bots_finished())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "{} bots still running after {BOT_GRACE:?}; leaving them",
+                    state.bots_running()
+                );
+            }
+        };
         let result = axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(graceful)
             .await;
-        handler.close().await;
         self.mux.shutdown();
         result
     }

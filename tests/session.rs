@@ -442,3 +442,83 @@ async fn esp32_answers_are_munged_and_still_connect() {
         .expect("rtvi-ai channel open");
     echo_round_trip(&client, &json!({"from": "esp32"})).await;
 }
+
+#[tokio::test]
+async fn the_echo_bot_asks_for_renegotiation_on_request_and_the_re_offer_is_answered() {
+    let server = Server::bind(ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}/api/offer", server.http_addr());
+    tokio::spawn(server.run(std::future::pending()));
+    let client = TestClient::start(&url, ClientOptions::js()).await.unwrap();
+    client.wait_channel_open(WAIT).await.unwrap();
+    client
+        .send_json(&json!({"id": "r1", "label": "rtvi-ai", "type": "client-message", "data": {"t": "renegotiate", "d": null}}))
+        .await
+        .unwrap();
+    let request = client
+        .recv_json_matching(WAIT, |v| v["type"] == "signalling")
+        .await
+        .expect("a renegotiate request");
+    assert_eq!(
+        request,
+        json!({"type": "signalling", "message": {"type": "renegotiate"}})
+    );
+    let pc_id = client.pc_id();
+    client.renegotiate(false).await.expect("re-offer answered");
+    assert_eq!(client.pc_id(), pc_id);
+    echo_round_trip(&client, &json!({"after": "server-asked renegotiation"})).await;
+}
+
+/// The real binary, as a user runs it: SIGTERM makes it tell every client
+/// `peerLeft` and exit 0 within 5 s.
+#[tokio::test]
+async fn sigterm_sends_peer_left_and_exits_cleanly_within_five_seconds() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smallwebrtc"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split([' ', '/']).next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_string();
+    let client = TestClient::start(&format!("http://{addr}/api/offer"), ClientOptions::js())
+        .await
+        .unwrap();
+    client.wait_channel_open(WAIT).await.unwrap();
+    echo_round_trip(&client, &json!({"before": "shutdown"})).await;
+
+    let t = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let left = client
+        .recv_json_matching(WAIT, |v| v["type"] == "signalling")
+        .await
+        .expect("peerLeft before the server exits");
+    assert_eq!(left["message"]["type"], "peerLeft");
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits within 5 s")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

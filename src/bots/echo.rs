@@ -3,6 +3,10 @@
 //! (`client-ready` → `bot-ready`, `client-message` → `server-response`). Other
 //! RTVI messages get no reply: echoing a client's own RTVI message back would
 //! only confuse it.
+//!
+//! For testing clients, an RTVI `client-message` whose `t` is `"renegotiate"`
+//! also makes the bot ask the client to renegotiate (the `renegotiate`
+//! signalling message), after answering it.
 
 use serde_json::Value;
 
@@ -40,6 +44,9 @@ pub fn answer(connection: &SmallWebRtcConnection, message: &Value, about: &BotAb
     if rtvi::is_rtvi(message) {
         if let Some(reply) = rtvi::reply(message, about) {
             connection.send_app_message(&reply);
+        }
+        if message["type"] == "client-message" && message["data"]["t"] == "renegotiate" {
+            connection.ask_to_renegotiate();
         }
     } else {
         connection.send_app_message(message);

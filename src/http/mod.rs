@@ -137,6 +137,8 @@ pub struct AppState {
     bot: Arc<dyn Bot>,
     /// `/start` sessions: id → the body the bot will get.
     start_sessions: Arc<Mutex<HashMap<String, Value>>>,
+    /// Bots still running, so a shutdown can wait for them.
+    bots_running: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl AppState {
@@ -146,7 +148,19 @@ impl AppState {
             handler,
             bot,
             start_sessions: Arc::new(Mutex::new(HashMap::new())),
+            bots_running: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// How many bots are running.
+    pub fn bots_running(&self) -> usize {
+        *self.bots_running.borrow()
+    }
+
+    /// Resolves when no bot is running.
+    pub async fn bots_finished(&self) {
+        let mut rx = self.bots_running.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// The request handler.
@@ -167,9 +181,13 @@ impl AppState {
     fn spawn_bot(&self, args: BotArgs) {
         let bot = self.bot.clone();
         let sessions = self.start_sessions.clone();
+        let running = self.bots_running.clone();
+        running.send_modify(|n| *n += 1);
         tokio::spawn(async move {
             let connection = args.connection.clone();
             let session_id = args.session_id.clone();
+            // Counted down even if the bot panics: the guard drops either way.
+            let _running = RunningBot(running);
             bot.run(args).await;
             connection.disconnect().await;
             if let Some(id) = session_id {
@@ -201,6 +219,14 @@ impl AppState {
         Ok(Json(
             json!({"sdp": answer.sdp, "type": answer.sdp_type, "pc_id": answer.pc_id}),
         ))
+    }
+}
+
+struct RunningBot(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for RunningBot {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

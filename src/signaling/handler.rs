@@ -1,7 +1,7 @@
 //! [`SmallWebRtcRequestHandler`]: offers in, answers out, sessions by `pc_id`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::esp32::munge_answer_for_esp32;
@@ -45,6 +45,7 @@ struct Inner {
     /// Every `pc_id` a live session has had, pointing at the session.
     by_pc_id: Mutex<HashMap<String, SmallWebRtcConnection>>,
     live: AtomicUsize,
+    closing: AtomicBool,
 }
 
 /// Turns offers into sessions and routes re-offers and trickled candidates to them.
@@ -97,6 +98,7 @@ impl SmallWebRtcRequestHandler {
                 max_sessions: config.max_sessions,
                 by_pc_id: Mutex::new(HashMap::new()),
                 live: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
             }),
         }
     }
@@ -173,6 +175,11 @@ impl SmallWebRtcRequestHandler {
                 return Err(RequestError::peer_not_found());
             }
             None => {
+                if self.inner.closing.load(Ordering::Relaxed) {
+                    return Err(RequestError::Unavailable(
+                        "Server is shutting down; retry on another server".into(),
+                    ));
+                }
                 if let Some(max) = self.inner.max_sessions {
                     if self.session_count() >= max {
                         return Err(RequestError::Unavailable(format!(
@@ -214,8 +221,10 @@ impl SmallWebRtcRequestHandler {
         Ok(())
     }
 
-    /// Disconnects every session (each client gets `peerLeft`) and forgets them.
+    /// Refuses new sessions from now on (503), disconnects every session (each
+    /// client gets `peerLeft`) and forgets them.
     pub async fn close(&self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
         let sessions: Vec<SmallWebRtcConnection> = {
             let mut map = self.sessions();
             let mut unique: Vec<SmallWebRtcConnection> = Vec::new();
