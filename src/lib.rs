@@ -12,6 +12,7 @@
 //! | [`net`] | the UDP socket(s) all sessions share, the demultiplexer, candidate gathering (host, STUN) |
 //! | [`peer`] | [`SmallWebRtcConnection`]: one task per session owning its `str0m::Rtc`, the data-channel protocol |
 //! | [`media`] | codecs and timing: Opus in and out, 20 ms chunking, the pacing clock, resampling |
+//! | [`metrics`] | process-wide counters, served in Prometheus format at `/metrics` |
 //! | [`http`] | axum routes over the handler, CORS and body limits |
 //! | [`transport`] | [`SmallWebRtcTransport`](transport::SmallWebRtcTransport): decoded audio in, paced audio out, events — what a bot uses |
 //! | [`bots`] | bots written against the public API, starting with `echo` |
@@ -20,6 +21,7 @@
 pub mod bots;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod server;

@@ -480,3 +480,41 @@ async fn a_dead_stun_server_delays_only_the_first_offer_and_by_at_most_about_two
         t.elapsed()
     );
 }
+
+#[tokio::test]
+async fn metrics_count_offers_by_outcome_in_prometheus_text() {
+    let server = start(ServerConfig::default()).await;
+    let read = |text: &str, line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(line)
+                    .map(|v| v.trim().parse::<f64>().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    let scrape = || async {
+        let r = reqwest::get(format!("{}/metrics", server.base))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    };
+    let before = scrape().await;
+    server
+        .post_json("/api/offer", &json!({"sdp": "garbage", "type": "offer"}))
+        .await;
+    let (status, _) = server
+        .post_json(
+            "/api/offer",
+            &json!({"sdp": browser_offer(), "type": "offer"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let after = scrape().await;
+    // Counters are process-wide and tests run in parallel: they can only have grown.
+    let new = r#"smallwebrtc_offers_total{outcome="new_session"}"#;
+    let bad = r#"smallwebrtc_offers_total{outcome="bad_request"}"#;
+    assert!(read(&after, new) >= read(&before, new) + 1.0);
+    assert!(read(&after, bad) >= read(&before, bad) + 1.0);
+    assert!(read(&after, r#"smallwebrtc_sessions{state="connecting"}"#) >= 1.0);
+}

@@ -10,6 +10,7 @@
 //! | `POST /start` | `{"sessionId", "iceConfig"?}`; the bot starts with the first offer |
 //! | `POST`/`PATCH /sessions/{id}/api/offer` | the same, for a `/start` session |
 //! | `GET /status` | `{"status":"ready","transports":["webrtc"]}` |
+//! | `GET /metrics` | Prometheus counters: sessions, offers, UDP traffic, audio timing |
 //! | `GET /` | redirect to `/client/` |
 //!
 //! Every error is JSON `{"detail": "..."}` with a status that says what kind of
@@ -254,6 +255,7 @@ pub fn router(state: AppState, config: &RouterConfig) -> Router {
         .route("/client", get(|| async { Redirect::permanent("/client/") }))
         .route("/client/", get(client_page::index))
         .route("/status", get(status))
+        .route("/metrics", get(metrics_text))
         .route("/start", post(start))
         .route("/api/offer", post(offer).patch(patch))
         .route(
@@ -288,6 +290,11 @@ fn cors(config: &RouterConfig) -> CorsLayer {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let text = crate::metrics::render(state.handler.state_counts(), state.bots_running());
+    ([("content-type", "text/plain; version=0.0.4")], text)
 }
 
 async fn status() -> Json<Value> {

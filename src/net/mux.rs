@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::stun;
+use crate::metrics;
 
 /// How many datagrams may wait for a busy session before newer ones are dropped
 /// (UDP semantics: a stalled session loses packets, it never stalls the port).
@@ -290,6 +291,8 @@ impl MuxSession {
             tracing::debug!(%source, "no socket for this source address; datagram dropped");
             return;
         };
+        metrics::UDP_PACKETS_OUT.inc();
+        metrics::UDP_BYTES_OUT.add(contents.len() as u64);
         if let Err(e) = socket.send_to(contents, destination).await {
             // UDP send errors (no route, buffer full) are transient from ICE's
             // point of view: it retransmits or declares the pair dead itself.
@@ -328,6 +331,13 @@ async fn receive_loop(inner: std::sync::Weak<Inner>, socket: Arc<UdpSocket>) {
 }
 
 fn dispatch(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8]) {
+    metrics::UDP_PACKETS_IN.inc();
+    metrics::UDP_BYTES_IN.add(packet.len() as u64);
+    let deliver = |route: &Route, datagram: Datagram| {
+        if route.tx.try_send(datagram).is_err() {
+            metrics::UDP_PACKETS_DROPPED.inc();
+        }
+    };
     let datagram = || Datagram {
         received: Instant::now(),
         source,
@@ -337,7 +347,7 @@ fn dispatch(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8])
     {
         let mut routes = inner.routes();
         if let Some(route) = routes.by_addr.get(&(local, source)) {
-            let _ = route.tx.try_send(datagram());
+            deliver(route, datagram());
             return;
         }
         if stun::is_stun(packet) {
@@ -347,7 +357,7 @@ fn dispatch(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8])
                         key: route.key,
                         tx: route.tx.clone(),
                     };
-                    let _ = route.tx.try_send(datagram());
+                    deliver(&route, datagram());
                     routes.by_addr.insert((local, source), route);
                     return;
                 }
@@ -360,5 +370,6 @@ fn dispatch(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8])
             return;
         }
     }
+    metrics::UDP_PACKETS_UNROUTED.inc();
     tracing::trace!(%source, %local, len = packet.len(), "datagram for no known session dropped");
 }

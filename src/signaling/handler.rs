@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::esp32::munge_answer_for_esp32;
 use super::ice_servers::IceServer;
 use super::types::{RequestError, SmallWebRtcAnswer, SmallWebRtcPatchRequest, SmallWebRtcRequest};
-use crate::peer::{Endpoint, PeerError, SmallWebRtcConnection};
+use crate::metrics;
+use crate::peer::{ConnectionState, Endpoint, PeerError, SmallWebRtcConnection};
 
 /// How many sessions one handler serves at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -149,6 +150,49 @@ impl SmallWebRtcRequestHandler {
     ///   restart). An unknown `pc_id` without it is a 404, since the client's
     ///   existing peer connection cannot continue with a session it never had.
     pub async fn handle_web_request<F>(
+        &self,
+        request: SmallWebRtcRequest,
+        on_new_connection: F,
+    ) -> Result<SmallWebRtcAnswer, RequestError>
+    where
+        F: FnOnce(SmallWebRtcConnection),
+    {
+        let renegotiation = request
+            .pc_id
+            .as_deref()
+            .is_some_and(|id| self.connection(id).is_some());
+        let result = self.answer(request, on_new_connection).await;
+        match &result {
+            Ok(_) if renegotiation => metrics::OFFERS_RENEGOTIATED.inc(),
+            Ok(_) => metrics::OFFERS_NEW.inc(),
+            Err(RequestError::BadRequest(_)) => metrics::OFFERS_BAD.inc(),
+            Err(RequestError::NotFound(_)) => metrics::OFFERS_NOT_FOUND.inc(),
+            Err(RequestError::Unavailable(_)) => metrics::OFFERS_UNAVAILABLE.inc(),
+            Err(RequestError::Internal(_)) => {}
+        }
+        result
+    }
+
+    /// Sessions by state, for `/metrics`.
+    pub fn state_counts(&self) -> metrics::SessionCounts {
+        let sessions = self.sessions();
+        let mut counts = metrics::SessionCounts::default();
+        let mut seen: Vec<&SmallWebRtcConnection> = Vec::new();
+        for c in sessions.values() {
+            if seen.iter().any(|s| s.same_session(c)) {
+                continue;
+            }
+            seen.push(c);
+            match c.state() {
+                ConnectionState::Connected => counts.connected += 1,
+                ConnectionState::New | ConnectionState::Connecting => counts.connecting += 1,
+                _ => {}
+            }
+        }
+        counts
+    }
+
+    async fn answer<F>(
         &self,
         request: SmallWebRtcRequest,
         on_new_connection: F,

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::frames::{InputAudioRawFrame, InputFrame, InputTransportMessageFrame};
 use crate::media::audio::{packet_has_fec, AudioError, InputChunker, OpusDecoder};
+use crate::metrics;
 use crate::peer::media::{Codec, MediaPacket};
 use crate::SmallWebRtcConnection;
 
@@ -178,6 +179,7 @@ impl TransportInput {
                 audio.pts_offset += gap;
                 let _ = audio.decoder.reset();
             } else if missing > 0 {
+                metrics::MEDIA_FRAMES_LOST.add(missing);
                 let fec = packet_has_fec(&packet.data);
                 let concealed = if fec { missing - 1 } else { missing };
                 for _ in 0..concealed {
@@ -192,7 +194,10 @@ impl TransportInput {
                 }
             }
         }
-        match audio.decoder.decode(&packet.data) {
+        let started = Instant::now();
+        let decoded = audio.decoder.decode(&packet.data);
+        metrics::AUDIO_DECODE.record(started.elapsed());
+        match decoded {
             Ok(pcm) => {
                 let per_channel = (pcm.len() / audio.channels.max(1)) as u64;
                 let ticks = per_channel * 48_000 / u64::from(audio.sample_rate);

@@ -17,6 +17,7 @@ use super::TransportError;
 use crate::media::audio::{
     frame_samples, AudioError, OpusEncoder, Pacer, PacerConfig, Resampler, WriteTicket,
 };
+use crate::metrics;
 use crate::peer::media::{Codec, OutgoingMedia};
 use crate::SmallWebRtcConnection;
 
@@ -270,7 +271,13 @@ async fn clock(shared: std::sync::Weak<Shared>) {
                 if !state.connected {
                     continue;
                 }
-                match state.encoder.encode(&frame.pcm) {
+                if frame.late > PacerConfig::default().late_tolerance {
+                    metrics::AUDIO_FRAMES_LATE.inc();
+                }
+                let started = Instant::now();
+                let encoded = state.encoder.encode(&frame.pcm);
+                metrics::AUDIO_ENCODE.record(started.elapsed());
+                match encoded {
                     Ok(packet) => strong.connection.write_media(OutgoingMedia {
                         index: 0,
                         codec: Codec::Opus,
