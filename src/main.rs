@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use smallwebrtc::bots;
+use smallwebrtc::http::cluster::parse_peer;
 use smallwebrtc::server::{Server, ServerConfig};
 use smallwebrtc::signaling::ice_servers::parse_ice_server_args;
 use smallwebrtc::ConnectionMode;
@@ -69,6 +70,13 @@ struct ServeArgs {
     /// Refuse sessions beyond this many with 503.
     #[arg(long)]
     max_sessions: Option<usize>,
+    /// This node's id (URL-safe): every session id and pc_id it issues starts with it.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// The other nodes, as ID=http://HOST:PORT (comma-separated or repeated):
+    /// requests for their sessions are forwarded to them.
+    #[arg(long, value_delimiter = ',', value_name = "ID=URL")]
+    peers: Vec<String>,
 }
 
 #[tokio::main]
@@ -100,6 +108,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         )
     })?;
     let ice_servers = parse_ice_server_args(&args.ice_servers).map_err(|e| e.to_string())?;
+    let peers = args
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     let config = ServerConfig {
         host: args.host,
         port: args.port,
@@ -114,6 +128,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         public_ips: args.public_ips,
         allowed_origins: args.allowed_origins,
         max_sessions: args.max_sessions,
+        node_id: args.node_id,
+        peers,
         ..ServerConfig::default()
     };
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 use crate::bots::{self, Bot};
+use crate::http::cluster::Cluster;
 use crate::http::{router, AppState, RouterConfig};
 use crate::net::gather::host_ips;
 use crate::net::UdpMux;
@@ -56,6 +57,10 @@ pub struct ServerConfig {
     pub max_sessions: Option<usize>,
     /// Connection timeouts.
     pub timeouts: Timeouts,
+    /// This node's id, prefixing every session id and `pc_id` it issues.
+    pub node_id: Option<String>,
+    /// The other nodes, as `(id, base URL)`: requests for their ids are forwarded.
+    pub peers: Vec<(String, String)>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +77,8 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             max_sessions: None,
             timeouts: Timeouts::default(),
+            node_id: None,
+            peers: Vec::new(),
         }
     }
 }
@@ -122,6 +129,8 @@ impl Server {
                 "For ESP32, you need to specify `--host IP` so we can do SDP munging.",
             ));
         }
+        let cluster = Cluster::new(config.node_id.clone(), config.peers.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         init_crypto();
         let ips = host_ips(&config.host).await?;
         let mux = UdpMux::bind(&ips, config.udp_port).await?;
@@ -129,7 +138,7 @@ impl Server {
             mux.clone(),
             EndpointConfig {
                 public_ips: config.public_ips.clone(),
-                pc_id_prefix: "pc-".into(),
+                pc_id_prefix: format!("{}pc-", cluster.id_prefix()),
                 timeouts: config.timeouts,
             },
         );
@@ -143,7 +152,7 @@ impl Server {
                 max_sessions: config.max_sessions,
             },
         );
-        let state = AppState::new(handler.clone(), config.bot.clone());
+        let state = AppState::new(handler.clone(), config.bot.clone()).with_cluster(cluster);
         let app = router(
             state.clone(),
             &RouterConfig {

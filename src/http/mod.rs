@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, OriginalUri, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -33,7 +33,9 @@ use serde_json::{json, Value};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 mod client_page;
+pub mod cluster;
 
+use self::cluster::{Cluster, FORWARDED_HEADER};
 use crate::bots::{Bot, BotArgs};
 use crate::signaling::ice_servers::{default_stun_servers, IceServer};
 use crate::{RequestError, SmallWebRtcPatchRequest, SmallWebRtcRequest, SmallWebRtcRequestHandler};
@@ -140,6 +142,7 @@ pub struct AppState {
     start_sessions: Arc<Mutex<HashMap<String, Value>>>,
     /// Bots still running, so a shutdown can wait for them.
     bots_running: Arc<tokio::sync::watch::Sender<usize>>,
+    cluster: Cluster,
 }
 
 impl AppState {
@@ -150,7 +153,25 @@ impl AppState {
             bot,
             start_sessions: Arc::new(Mutex::new(HashMap::new())),
             bots_running: Arc::new(tokio::sync::watch::channel(0).0),
+            cluster: Cluster::default(),
         }
+    }
+
+    /// The same state as one node of several: ids get the node's prefix, and
+    /// requests for other nodes' ids are forwarded to them.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Where a request for `id` must go instead of here, unless it was already
+    /// forwarded once (then it is answered here, whatever the answer).
+    fn elsewhere(&self, id: Option<&str>, headers: &HeaderMap) -> Option<String> {
+        if headers.contains_key(FORWARDED_HEADER) {
+            return None;
+        }
+        id.and_then(|id| self.cluster.owner_of(id))
+            .map(str::to_string)
     }
 
     /// How many bots are running.
@@ -205,7 +226,7 @@ impl AppState {
         request: SmallWebRtcRequest,
         session_id: Option<String>,
         start_body: Option<Value>,
-    ) -> Result<Json<Value>, ApiError> {
+    ) -> Result<Response, ApiError> {
         let body = request.request_data.clone().or(start_body);
         let answer = self
             .handler
@@ -217,9 +238,10 @@ impl AppState {
                 });
             })
             .await?;
-        Ok(Json(
-            json!({"sdp": answer.sdp, "type": answer.sdp_type, "pc_id": answer.pc_id}),
-        ))
+        Ok(
+            Json(json!({"sdp": answer.sdp, "type": answer.sdp_type, "pc_id": answer.pc_id}))
+                .into_response(),
+        )
     }
 }
 
@@ -308,9 +330,14 @@ struct OfferQuery {
 
 async fn offer(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Query(query): Query<OfferQuery>,
     JsonBody(request): JsonBody<SmallWebRtcRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(owner) = state.elsewhere(request.pc_id.as_deref(), &headers) {
+        return forward(&state, &owner, Method::POST, &uri, &request).await;
+    }
     let start_body = query
         .session_id
         .as_deref()
@@ -320,10 +347,28 @@ async fn offer(
 
 async fn patch(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<SmallWebRtcPatchRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(owner) = state.elsewhere(Some(&request.pc_id), &headers) {
+        return forward(&state, &owner, Method::PATCH, &uri, &request).await;
+    }
     state.handler.handle_patch_request(request).await?;
-    Ok(Json(json!({"status": "success"})))
+    Ok(Json(json!({"status": "success"})).into_response())
+}
+
+async fn forward<T: serde::Serialize>(
+    state: &AppState,
+    owner: &str,
+    method: Method,
+    uri: &axum::http::Uri,
+    body: &T,
+) -> Result<Response, ApiError> {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let body = serde_json::to_vec(body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    state.cluster.forward(owner, method, path, body).await
 }
 
 fn unknown_session() -> ApiError {
@@ -332,9 +377,14 @@ fn unknown_session() -> ApiError {
 
 async fn session_offer(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Path(session_id): Path<String>,
     JsonBody(request): JsonBody<SmallWebRtcRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(owner) = state.elsewhere(Some(&session_id), &headers) {
+        return forward(&state, &owner, Method::POST, &uri, &request).await;
+    }
     let body = state
         .start_session_body(&session_id)
         .ok_or_else(unknown_session)?;
@@ -343,13 +393,19 @@ async fn session_offer(
 
 async fn session_patch(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Path(session_id): Path<String>,
     JsonBody(request): JsonBody<SmallWebRtcPatchRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Some(owner) = state.elsewhere(Some(&session_id), &headers) {
+        return forward(&state, &owner, Method::PATCH, &uri, &request).await;
+    }
     if state.start_session_body(&session_id).is_none() {
         return Err(unknown_session());
     }
-    patch(State(state), JsonBody(request)).await
+    state.handler.handle_patch_request(request).await?;
+    Ok(Json(json!({"status": "success"})).into_response())
 }
 
 /// `POST /start`: the body need not be JSON (a parse failure reads as `{}`).
@@ -370,7 +426,7 @@ async fn start(
             format!("Transport '{transport}' is not allowed. Server is configured for 'webrtc' only (-t webrtc)."),
         ));
     }
-    let session_id = new_session_id();
+    let session_id = format!("{}{}", state.cluster.id_prefix(), new_session_id());
     let session_body = request.get("body").cloned().unwrap_or_else(|| json!({}));
     state
         .start_sessions
