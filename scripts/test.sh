@@ -30,3 +30,7 @@ cargo test --locked --no-run
 
 echo "== tests (inside a loopback-only network namespace)"
 "$NSRUN" cargo test --offline --locked
+
+echo "== browser tests: official client in Chromium and Firefox, our /client/ page, a raw RTCPeerConnection"
+tests/browser/install.sh
+SMALLWEBRTC_BIN=target/debug/smallwebrtc "$NSRUN" tests/browser/run.sh

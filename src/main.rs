@@ -67,7 +67,8 @@ struct ServeArgs {
     /// CORS origins allowed (comma-separated); default: any.
     #[arg(long, value_delimiter = ',')]
     allowed_origins: Vec<String>,
-    /// Refuse sessions beyond this many with 503.
+    /// Refuse sessions beyond this many with 503 and Retry-After
+    /// (default: 250 per CPU core; 0 = no limit).
     #[arg(long)]
     max_sessions: Option<usize>,
     /// This node's id (URL-safe): every session id and pc_id it issues starts with it.
@@ -127,7 +128,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         udp_port: args.udp_port,
         public_ips: args.public_ips,
         allowed_origins: args.allowed_origins,
-        max_sessions: args.max_sessions,
+        max_sessions: match args.max_sessions {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(default_max_sessions()),
+        },
         node_id: args.node_id,
         peers,
         ..ServerConfig::default()
@@ -142,6 +147,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .run(shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Sessions one machine should take: an echo session costs well under 0.5% of a
+/// core, so 250 per core leaves headroom for bots that do real work.
+fn default_max_sessions() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * 250
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,7 @@
 #   ../shared/tools/nsrun tests/browser/run.sh            # from the checkout
 #   EXPECT_VIDEO=1 ../shared/tools/nsrun tests/browser/run.sh
 #
-# Env: SMALLWEBRTC_BIN (default target/release/smallwebrtc, else target/debug/smallwebrtc),
+# Env: SMALLWEBRTC_BIN (default: the newer of target/release/smallwebrtc and target/debug/smallwebrtc),
 # EXPECT_VIDEO=1 (check the bot's video), EXPECT_RENEGOTIATE=1 (fail, not skip,
 # if the echo bot ignores the renegotiate trigger), ARTIFACTS_DIR (default
 # artifacts/), extra arguments go to `node --test` (e.g. a test file).
@@ -28,8 +28,9 @@ fi
 
 bin="${SMALLWEBRTC_BIN:-}"
 if [ -z "$bin" ]; then
+  # The newer of the release and debug builds, so a stale one is never tested.
   for candidate in target/release/smallwebrtc target/debug/smallwebrtc; do
-    if [ -x "$candidate" ]; then bin="$candidate"; break; fi
+    if [ -x "$candidate" ] && { [ -z "$bin" ] || [ "$candidate" -nt "$bin" ]; }; then bin="$candidate"; fi
   done
 fi
 if [ -z "$bin" ] || [ ! -x "$bin" ]; then

@@ -2,7 +2,7 @@
 // test pages, a tone WAV for Chromium's fake microphone, and browser launchers
 // that keep every request on loopback.
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, mkdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, extname, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,7 +11,8 @@ export const ROOT = dirname(dirname(fileURLToPath(import.meta.url))); // tests/b
 export const REPO = dirname(dirname(ROOT)); // the checkout
 export const ARTIFACTS = process.env.ARTIFACTS_DIR || join(REPO, "artifacts");
 export const EXPECT_VIDEO = process.env.EXPECT_VIDEO === "1";
-export const EXPECT_RENEGOTIATE = process.env.EXPECT_RENEGOTIATE === "1";
+// The echo bot asks for renegotiation on client-message t="renegotiate"; set 0 to skip.
+export const EXPECT_RENEGOTIATE = process.env.EXPECT_RENEGOTIATE !== "0";
 export const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 export const FIREFOX = process.env.FIREFOX_BIN || "/usr/bin/firefox-esr";
 /** The tone on Chromium's fake microphone. */
@@ -143,6 +144,7 @@ export async function launchChromium({ viewport = { width: 1280, height: 900 }, 
     version: browser.version(),
     async close() {
       await browser.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -131,7 +131,12 @@ const T = {
         onBotConnected: (p) => ev("bot-connected", p?.id),
         onBotReady: (d) => ev("bot-ready", d),
         onBotDisconnected: () => ev("bot-disconnected"),
-        onTrackStarted: (track, p) => ev("track-started", { kind: track.kind, local: !!p?.local }),
+        onTrackStarted: (track, p) => {
+          ev("track-started", { kind: track.kind, local: !!p?.local });
+          // Play the bot's audio as an app would (Chromium's jitter buffer
+          // only drains while the track is played).
+          if (track.kind === "audio" && !p?.local) probe.play(track);
+        },
         onError: (m) => ev("error", m),
         onServerMessage: (m) => ev("server-message", m),
       },

@@ -103,11 +103,21 @@ export async function waitFor(fn, timeoutMs, what) {
     const v = await fn();
     if (v) return v;
     if (performance.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
 // -- audio ------------------------------------------------------------------
+/** Plays a remote track in an <audio> element, as a client app does. */
+export function play(track) {
+  const el = document.createElement("audio");
+  el.autoplay = true;
+  el.srcObject = new MediaStream([track]);
+  document.body.append(el);
+  el.play().catch(() => {});
+  return el;
+}
+
 let audioCtx;
 function ctx() {
   audioCtx ||= new AudioContext();
@@ -120,7 +130,10 @@ function ctx() {
  */
 export async function analyseAudio(track, ms = 1500) {
   const ac = ctx();
-  await ac.resume();
+  // Headless Firefox here has no audio output (no PulseAudio), and its
+  // AudioContext never leaves "suspended"; record and decode offline there.
+  const running = await Promise.race([ac.resume().then(() => true), new Promise((r) => setTimeout(() => r(false), 1000))]);
+  if (!running || ac.state !== "running") return analyseRecorded(track, ms);
   // Chromium only feeds a remote WebRTC track into WebAudio while some media
   // element plays it, so attach it to a muted one.
   const el = document.createElement("audio");
@@ -174,6 +187,66 @@ export async function analyseAudio(track, ms = 1500) {
     frames,
     binHz: +binHz.toFixed(2),
     sampleRate: ac.sampleRate,
+    method: "AnalyserNode",
+  };
+}
+
+/**
+ * The same measurements as analyseAudio, without a running AudioContext:
+ * MediaRecorder records the track, an OfflineAudioContext decodes it, and the
+ * dominant frequency comes from a Goertzel scan (2 Hz steps, 50..4000 Hz).
+ */
+export async function analyseRecorded(track, ms = 1500) {
+  const rec = new MediaRecorder(new MediaStream([track]));
+  const chunks = [];
+  rec.ondataavailable = (e) => e.data.size && chunks.push(e.data);
+  rec.start();
+  await new Promise((r) => setTimeout(r, ms));
+  const stopped = new Promise((r) => (rec.onstop = r));
+  rec.stop();
+  await stopped;
+  const bytes = await new Blob(chunks, { type: rec.mimeType }).arrayBuffer();
+  const audio = await new OfflineAudioContext(1, 1, 48000).decodeAudioData(bytes);
+  const rate = audio.sampleRate;
+  const data = audio.getChannelData(0).subarray(Math.round(rate * 0.1)); // skip the encoder's start
+  const frameLen = Math.round(rate * 0.1);
+  let frames = 0, loud = 0, rmsMax = 0, rmsSum = 0, loudest = 0;
+  for (let i = 0; i + frameLen <= data.length; i += frameLen) {
+    let sum = 0;
+    for (let j = i; j < i + frameLen; j++) sum += data[j] * data[j];
+    const rms = Math.sqrt(sum / frameLen);
+    frames++;
+    rmsSum += rms;
+    if (rms > 0.01) loud++;
+    if (rms > rmsMax) [rmsMax, loudest] = [rms, i];
+  }
+  let peakHz = null;
+  const n = Math.min(8192, data.length - loudest);
+  if (rmsMax > 0.01 && n > 1024) {
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) x[i] = data[loudest + i] * (0.5 - 0.5 * Math.cos((2 * Math.PI * i) / (n - 1)));
+    let best = -1;
+    for (let f = 50; f <= 4000; f += 2) {
+      const w = (2 * Math.PI * f) / rate, c = 2 * Math.cos(w);
+      let s1 = 0, s2 = 0;
+      for (let i = 0; i < n; i++) {
+        const s0 = x[i] + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+      }
+      const power = s1 * s1 + s2 * s2 - c * s1 * s2;
+      if (power > best) [best, peakHz] = [power, f];
+    }
+  }
+  return {
+    rmsMax: +rmsMax.toFixed(4),
+    rmsMean: +(rmsSum / Math.max(frames, 1)).toFixed(4),
+    peakHz,
+    loudFrames: loud,
+    frames,
+    binHz: 2,
+    sampleRate: rate,
+    method: "MediaRecorder",
   };
 }
 
@@ -200,13 +273,22 @@ export async function echoDelay(localTrack, remoteTrack, timeoutMs = 3000) {
     for (const x of buf) s += x * x;
     return Math.sqrt(s / buf.length);
   };
+  // Quiet (or loud) for `ms` in a row, sampled every 5 ms.
+  const steady = async (test, ms, what) => {
+    let since = null;
+    await waitFor(() => {
+      if (!test(level())) since = null;
+      else since ??= performance.now();
+      return since !== null && performance.now() - since >= ms;
+    }, timeoutMs, what);
+  };
   try {
+    await steady((l) => l > 0.01, 100, "the echo to be heard");
     localTrack.enabled = false;
-    await waitFor(() => level() < 0.003, timeoutMs, "the echo to go quiet");
-    await new Promise((r) => setTimeout(r, 200));
+    await steady((l) => l < 0.003, 300, "the echo to go quiet");
     const t = performance.now();
     localTrack.enabled = true;
-    await waitFor(() => level() > 0.02, timeoutMs, "the echo to come back");
+    await waitFor(() => level() > 0.01, timeoutMs, "the echo to come back");
     return Math.round(performance.now() - t);
   } finally {
     localTrack.enabled = true;
@@ -268,6 +350,7 @@ export async function rtpStats(pc) {
       out.inbound.push({
         kind: s.kind, mid: s.mid, packetsReceived: s.packetsReceived, bytesReceived: s.bytesReceived,
         packetsLost: s.packetsLost, framesDecoded: s.framesDecoded, totalAudioEnergy: s.totalAudioEnergy,
+        jitterBufferMs: s.jitterBufferEmittedCount ? Math.round((1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount) : undefined,
         codec: codecs[s.codecId],
       });
     } else if (s.type === "outbound-rtp") {

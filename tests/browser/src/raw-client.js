@@ -15,6 +15,8 @@ const T = {
     const pc = (T.pc = new RTCPeerConnection());
     pc.addTransceiver(T.local.getAudioTracks()[0], { direction: "sendrecv" });
     pc.addTransceiver(T.local.getVideoTracks()[0], { direction: "sendrecv" });
+    // Play the bot's audio as an app would (the jitter buffer only drains while played).
+    probe.play(pc.getTransceivers()[0].receiver.track);
     await pc.setLocalDescription(await pc.createOffer());
     await new Promise((resolve) => {
       if (pc.iceGatheringState === "complete") return resolve();

@@ -84,16 +84,23 @@ describe("official client in Chromium", { timeout: 90_000 }, () => {
       return { a, stats };
     });
     const audioIn = r.stats.inbound.find((s) => s.kind === "audio");
-    report("official-chromium audio", { ...r.a, codec: audioIn?.codec, packetsReceived: audioIn?.packetsReceived, rtt: r.stats.pair?.rtt });
-    assert.ok(r.a.rmsMax > 0.02, `remote audio is silent: rms ${r.a.rmsMax}`);
+    report("official-chromium audio", { ...r.a, codec: audioIn?.codec, packetsReceived: audioIn?.packetsReceived, jitterBufferMs: audioIn?.jitterBufferMs, rtt: r.stats.pair?.rtt });
+    assert.ok(r.a.rmsMax > 0.01, `remote audio is silent: rms ${r.a.rmsMax}`);
     assert.ok(r.a.loudFrames >= r.a.frames / 2, `remote audio mostly silent: ${r.a.loudFrames}/${r.a.frames} loud frames`);
     assert.ok(Math.abs(r.a.peakHz - TONE_HZ) < 3 * r.a.binHz, `remote audio peaks at ${r.a.peakHz} Hz, not the ${TONE_HZ} Hz tone`);
     assert.match(audioIn.codec, /opus/i);
   });
 
   it("echo round trip (microphone on -> tone back) is short", async () => {
-    const ms = await b.page.evaluate(() => T.echoDelay(T.localAudioTrack(), T.remoteTrack("0")));
-    report("official-chromium echo", { echoRoundTripMs: ms });
+    const all = await b.page.evaluate(async () => {
+      const out = [];
+      for (let i = 0; i < 3; i++) out.push(await T.echoDelay(T.localAudioTrack(), T.remoteTrack("0")));
+      const stats = await T.rtpStats(T.currentPc());
+      return { out, jitterBufferMs: stats.inbound.find((s) => s.kind === "audio")?.jitterBufferMs };
+    });
+    const ms = [...all.out].sort((a, b) => a - b)[1];
+    // Includes the browser's own capture and playout (jitter buffer) delay.
+    report("official-chromium echo", { echoRoundTripMsMedian: ms, all: all.out, browserJitterBufferMs: all.jitterBufferMs });
     assert.ok(ms < 1000, `echo took ${ms} ms`);
   });
 
@@ -118,7 +125,7 @@ describe("official client in Chromium", { timeout: 90_000 }, () => {
       const pc = T.currentPc();
       const pcId = JSON.parse(T.record.fetches.filter((f) => f.method === "POST" && f.url.includes("/api/offer")).at(-1).response).pc_id;
       // The trigger asked of the echo bot: it calls ask_to_renegotiate().
-      T.transport.sendMessage({ label: "rtvi-ai", type: "client-message", data: { t: "test-renegotiate" } });
+      T.transport.sendMessage({ label: "rtvi-ai", type: "client-message", data: { t: "renegotiate" } });
       try {
         await T.waitFor(() => T.received(since).find((m) => m.type === "signalling" && m.message?.type === "renegotiate"), mustHave ? 5000 : 3000, "a renegotiate request");
       } catch {
@@ -138,7 +145,7 @@ describe("official client in Chromium", { timeout: 90_000 }, () => {
     }, EXPECT_RENEGOTIATE);
     if (r.missing) {
       assert.ok(!EXPECT_RENEGOTIATE, "no renegotiate request came after the trigger");
-      t.skip("skipped: trigger missing (the echo bot does not yet call ask_to_renegotiate() on client-message t=test-renegotiate)");
+      t.skip("skipped: trigger missing (the echo bot does not yet call ask_to_renegotiate() on client-message t=renegotiate)");
       return;
     }
     report("official-chromium renegotiate", { status: r.status, packetsAfter: r.packets, rms: r.a.rmsMax });
@@ -148,7 +155,7 @@ describe("official client in Chromium", { timeout: 90_000 }, () => {
     assert.ok(r.samePc, "renegotiation kept the same RTCPeerConnection");
     assert.deepEqual(r.d, { ok: 1 });
     assert.ok(r.packets > 10, `audio stopped after renegotiation (${r.packets} packets)`);
-    assert.ok(r.a.rmsMax > 0.02, "remote audio silent after renegotiation");
+    assert.ok(r.a.rmsMax > 0.01, "remote audio silent after renegotiation");
     assert.equal(r.state, "ready");
   });
 });
