@@ -17,6 +17,9 @@ use crate::transport::{
 };
 use crate::SmallWebRtcConnection;
 
+/// The most audio the echo keeps queued before it drops a frame.
+const MAX_QUEUED: std::time::Duration = std::time::Duration::from_millis(40);
+
 /// What the echo bot says about itself in `bot-ready`.
 pub fn about() -> BotAbout {
     BotAbout {
@@ -83,6 +86,13 @@ pub async fn run(args: BotArgs) {
         tokio::select! {
             frame = input.recv() => match frame {
                 Some(InputFrame::Audio(audio)) => {
+                    // Audio comes in and goes out at the same rate, so a queue
+                    // that grew (a burst of late packets, the client's clock a
+                    // little fast) would never drain: drop a frame instead, to
+                    // keep the round trip short for good.
+                    if output.queued() > MAX_QUEUED {
+                        continue;
+                    }
                     // Queue and go on reading: the clock plays it out.
                     let frame = OutputAudioRawFrame {
                         audio: audio.audio,

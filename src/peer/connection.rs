@@ -31,6 +31,11 @@ use crate::signaling::types::{IceCandidate, SmallWebRtcAnswer};
 /// Outgoing app messages queued while the data channel is not open yet.
 pub const MAX_MESSAGE_QUEUE_SIZE: usize = 50;
 
+/// Audio packets that may arrive after a later one and still be used in order.
+const AUDIO_REORDER_PACKETS: usize = 3;
+/// The longest an audio frame waits for a missing earlier packet.
+const AUDIO_REORDER_WAIT: Duration = Duration::from_millis(60);
+
 /// How long after a processed re-offer a new `renegotiate` request may be sent.
 const RENEGOTIATION_GUARD: Duration = Duration::from_secs(2);
 
@@ -463,7 +468,14 @@ impl Peer {
         let offer = parse_offer(sdp)?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
-        let mut rtc = RtcConfig::new().set_local_ice_credentials(creds).build(now);
+        let mut rtc = RtcConfig::new()
+            .set_local_ice_credentials(creds)
+            // A lost audio packet holds back the ones after it until this many
+            // have arrived (str0m's default, 15, is 300 ms of voice). The reader
+            // conceals the gap, so release them after 3 (60 ms) at most.
+            .set_reordering_size_audio(AUDIO_REORDER_PACKETS)
+            .set_reordering_timeout_audio(Some(AUDIO_REORDER_WAIT))
+            .build(now);
         for c in candidates {
             rtc.add_local_candidate(c);
         }
