@@ -13,8 +13,9 @@ if [ ! -x "$NSRUN" ]; then
 fi
 
 source scripts/deps.sh
-# ip and unshare make the test namespace; nginx fronts the two-node test.
-apt_install iproute2 util-linux nginx-light
+# ip and unshare make the test namespace; nginx fronts the two-node test;
+# coturn is the TURN server of the relay tests (openssl makes its TLS certificate).
+apt_install iproute2 util-linux nginx-light coturn openssl
 # Debian starts a system nginx on install; the tests run their own.
 if command -v service >/dev/null && service nginx status >/dev/null 2>&1; then
   service nginx stop >/dev/null 2>&1 || true

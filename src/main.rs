@@ -27,6 +27,12 @@ enum Command {
     Serve(ServeArgs),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Policy {
+    All,
+    Relay,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
     Single,
@@ -71,6 +77,9 @@ struct ServeArgs {
     /// (default: 250 per CPU core; 0 = no limit).
     #[arg(long)]
     max_sessions: Option<usize>,
+    /// Which candidates answers carry: all, or only TURN relays.
+    #[arg(long, value_enum, default_value = "all")]
+    ice_transport_policy: Policy,
     /// This node's id (URL-safe): every session id and pc_id it issues starts with it.
     #[arg(long)]
     node_id: Option<String>,
@@ -134,6 +143,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             None => Some(default_max_sessions()),
         },
         node_id: args.node_id,
+        relay_only: args.ice_transport_policy == Policy::Relay,
         peers,
         ..ServerConfig::default()
     };

@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub node_id: Option<String>,
     /// The other nodes, as `(id, base URL)`: requests for their ids are forwarded.
     pub peers: Vec<(String, String)>,
+    /// Announce only relay (TURN) candidates, like a client's
+    /// `iceTransportPolicy: "relay"`: every session's media goes through TURN.
+    pub relay_only: bool,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             timeouts: Timeouts::default(),
             node_id: None,
             peers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -142,6 +146,16 @@ impl Server {
                 timeouts: config.timeouts,
             },
         );
+        endpoint.set_relay_only(config.relay_only);
+        if config.relay_only && crate::peer::endpoint::turn_servers(&config.ice_servers).is_empty()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a relay-only ICE policy needs a TURN server in --ice-servers",
+            ));
+        }
+        // Allocate on every TURN server now, so the first client does not wait.
+        endpoint.start_relays(&config.ice_servers).await;
         let handler = SmallWebRtcRequestHandler::new(
             endpoint,
             HandlerConfig {

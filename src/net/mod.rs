@@ -1,8 +1,10 @@
 //! The network layer: the UDP socket(s) every session shares, the demultiplexer that
-//! hands each datagram to its session, and local candidate gathering.
+//! hands each datagram to its session, local candidate gathering, and the TURN
+//! relays every session shares.
 
 pub mod gather;
 pub mod mux;
 pub mod stun;
+pub mod turn;
 
 pub use mux::{Datagram, MuxSession, UdpMux};

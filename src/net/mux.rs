@@ -8,6 +8,11 @@
 //!    session's own ICE ufrag;
 //! 3. else, for a STUN binding response, to a pending server-reflexive query.
 //!
+//! Datagrams from a TURN server we hold an allocation on go to its relay
+//! ([`super::turn`]), which unwraps relayed data and routes it the same way, with
+//! the relayed address as the local address; sessions send through a relay by
+//! sending from its relayed address.
+//!
 //! Everything else is dropped: it belongs to no session we know. This plays the
 //! role `quinn-proto`'s `Endpoint` plays for its connections: the only shared
 //! state on the receive path.
@@ -24,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::stun;
+use super::turn::RelayTable;
 use crate::metrics;
 
 /// How many datagrams may wait for a busy session before newer ones are dropped
@@ -66,12 +72,15 @@ impl Routes {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     sockets: Vec<Arc<UdpSocket>>,
     routes: Mutex<Routes>,
     pending_stun: Mutex<HashMap<[u8; 12], oneshot::Sender<SocketAddr>>>,
     next_key: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// TURN allocations ([`super::turn`]): relayed addresses act as more local
+    /// addresses of this mux.
+    relays: Arc<RelayTable>,
 }
 
 impl Inner {
@@ -135,6 +144,7 @@ impl UdpMux {
             pending_stun: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
+            relays: Arc::new(RelayTable::default()),
         });
         let tasks = inner
             .sockets
@@ -172,11 +182,19 @@ impl UdpMux {
         (session, rx)
     }
 
-    fn socket_for(&self, local: SocketAddr) -> Option<&Arc<UdpSocket>> {
+    pub(crate) fn socket_for(&self, local: SocketAddr) -> Option<&Arc<UdpSocket>> {
         self.inner
             .sockets
             .iter()
             .find(|s| s.local_addr().ok() == Some(local))
+    }
+
+    pub(crate) fn relay_table(&self) -> Arc<RelayTable> {
+        self.inner.relays.clone()
+    }
+
+    pub(crate) fn downgrade_inner(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
     }
 
     /// Asks a STUN server, from the socket bound to `local`, which address it
@@ -220,9 +238,10 @@ impl UdpMux {
         result
     }
 
-    /// Stops the receive tasks. Sessions still holding a [`MuxSession`] can no
-    /// longer receive.
+    /// Stops the receive tasks and deletes the TURN allocations. Sessions still
+    /// holding a [`MuxSession`] can no longer receive.
     pub fn shutdown(&self) {
+        self.inner.relays.shutdown();
         for task in self
             .inner
             .tasks
@@ -272,7 +291,8 @@ impl MuxSession {
         }
     }
 
-    /// Sends a datagram from the socket bound to `source`.
+    /// Sends a datagram from the socket bound to `source`, or through the TURN
+    /// relay whose relayed address is `source`.
     ///
     /// Sending to a remote also claims the (local, remote) pair, so its answers
     /// (STUN responses, DTLS, SRTP) come back to this session.
@@ -288,7 +308,11 @@ impl MuxSession {
                 });
         }
         let Some(socket) = self.mux.socket_for(source) else {
-            tracing::debug!(%source, "no socket for this source address; datagram dropped");
+            if let Some(relay) = self.mux.inner.relays.for_relay(source) {
+                relay.send(destination, contents);
+            } else {
+                tracing::debug!(%source, "no socket or relay for this source address; datagram dropped");
+            }
             return;
         };
         metrics::UDP_PACKETS_OUT.inc();
@@ -333,36 +357,15 @@ async fn receive_loop(inner: std::sync::Weak<Inner>, socket: Arc<UdpSocket>) {
 fn dispatch(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8]) {
     metrics::UDP_PACKETS_IN.inc();
     metrics::UDP_BYTES_IN.add(packet.len() as u64);
-    let deliver = |route: &Route, datagram: Datagram| {
-        if route.tx.try_send(datagram).is_err() {
-            metrics::UDP_PACKETS_DROPPED.inc();
-        }
-    };
-    let datagram = || Datagram {
-        received: Instant::now(),
-        source,
-        destination: local,
-        contents: packet.to_vec(),
-    };
-    {
-        let mut routes = inner.routes();
-        if let Some(route) = routes.by_addr.get(&(local, source)) {
-            deliver(route, datagram());
-            return;
-        }
-        if stun::is_stun(packet) {
-            if let Some(ufrag) = stun::local_ufrag(packet) {
-                if let Some(route) = routes.by_ufrag.get(ufrag) {
-                    let route = Route {
-                        key: route.key,
-                        tx: route.tx.clone(),
-                    };
-                    deliver(&route, datagram());
-                    routes.by_addr.insert((local, source), route);
-                    return;
-                }
-            }
-        }
+    if route_by_addr(inner, local, source, packet) {
+        return;
+    }
+    if let Some(relay) = inner.relays.for_server(local, source) {
+        relay.receive(inner, packet);
+        return;
+    }
+    if route_by_ufrag(inner, local, source, packet) {
+        return;
     }
     if let Some((txid, mapped)) = stun::parse_binding_success(packet) {
         if let Some(waiter) = inner.pending_stun().remove(&txid) {
@@ -372,4 +375,60 @@ fn dispatch(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8])
     }
     metrics::UDP_PACKETS_UNROUTED.inc();
     tracing::trace!(%source, %local, len = packet.len(), "datagram for no known session dropped");
+}
+
+/// Routes a datagram a TURN relay unwrapped as if it had arrived on the relayed
+/// address `relay` from `peer`.
+pub(crate) fn route_relayed(inner: &Inner, relay: SocketAddr, peer: SocketAddr, packet: &[u8]) {
+    if route_by_addr(inner, relay, peer, packet) || route_by_ufrag(inner, relay, peer, packet) {
+        return;
+    }
+    metrics::UDP_PACKETS_UNROUTED.inc();
+    tracing::trace!(%peer, %relay, len = packet.len(), "relayed datagram for no known session dropped");
+}
+
+fn deliver(route: &Route, local: SocketAddr, source: SocketAddr, packet: &[u8]) {
+    let datagram = Datagram {
+        received: Instant::now(),
+        source,
+        destination: local,
+        contents: packet.to_vec(),
+    };
+    if route.tx.try_send(datagram).is_err() {
+        metrics::UDP_PACKETS_DROPPED.inc();
+    }
+}
+
+/// 1. By the (local, remote) pair a session has talked on.
+fn route_by_addr(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8]) -> bool {
+    let routes = inner.routes();
+    match routes.by_addr.get(&(local, source)) {
+        Some(route) => {
+            deliver(route, local, source, packet);
+            true
+        }
+        None => false,
+    }
+}
+
+/// 2. A STUN binding request, by the session's ufrag in its USERNAME; the pair
+///    is then remembered.
+fn route_by_ufrag(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8]) -> bool {
+    if !stun::is_stun(packet) {
+        return false;
+    }
+    let Some(ufrag) = stun::local_ufrag(packet) else {
+        return false;
+    };
+    let mut routes = inner.routes();
+    let Some(route) = routes.by_ufrag.get(ufrag) else {
+        return false;
+    };
+    let route = Route {
+        key: route.key,
+        tx: route.tx.clone(),
+    };
+    deliver(&route, local, source, packet);
+    routes.by_addr.insert((local, source), route);
+    true
 }

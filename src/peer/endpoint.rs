@@ -2,6 +2,7 @@
 //! which candidates to announce, and the timeouts.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +10,9 @@ use rand::RngCore;
 use str0m::Candidate;
 
 use crate::net::gather::ReflexiveCache;
+use crate::net::turn::{TurnServer, TurnTransport};
 use crate::net::UdpMux;
-use crate::signaling::ice_servers::{IceScheme, IceServer};
+use crate::signaling::ice_servers::{IceScheme, IceServer, IceTransport};
 
 /// Timeouts of a peer connection. The defaults are those of Pipecat's original.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +29,8 @@ pub struct Timeouts {
     /// A client that sent pings and then stopped for this long counts as not
     /// connected for sending (3 s).
     pub ping_liveness: Duration,
-    /// The longest an offer waits for a STUN server (2 s).
+    /// The longest an offer waits for a STUN server, or for the first
+    /// allocation on a TURN server (2 s).
     pub stun: Duration,
 }
 
@@ -59,6 +62,7 @@ struct Inner {
     mux: UdpMux,
     config: EndpointConfig,
     reflexive: ReflexiveCache,
+    relay_only: AtomicBool,
 }
 
 /// What the peer connections of one server share. Cheap to clone.
@@ -85,6 +89,7 @@ impl Endpoint {
                 mux,
                 config,
                 reflexive,
+                relay_only: AtomicBool::new(false),
             }),
         }
     }
@@ -110,43 +115,132 @@ impl Endpoint {
         id
     }
 
+    /// Starts allocating on every TURN server in `ice_servers` without waiting,
+    /// so the first offer finds the relays ready (call it at start-up; offers
+    /// would otherwise start them and wait for them, once).
+    pub async fn start_relays(&self, ice_servers: &[IceServer]) {
+        let servers = turn_servers(ice_servers);
+        if !servers.is_empty() {
+            self.inner
+                .mux
+                .relay_candidates(&servers, Duration::ZERO)
+                .await;
+        }
+    }
+
+    /// Announce only relayed (TURN) candidates from now on: the server side of
+    /// `iceTransportPolicy: "relay"`. Every session's media then goes through a
+    /// TURN server, whatever the client offers; with no TURN server working, no
+    /// session connects. Off by default.
+    pub fn set_relay_only(&self, relay_only: bool) {
+        self.inner.relay_only.store(relay_only, Ordering::Relaxed);
+    }
+
+    /// Whether only relayed candidates are announced ([`set_relay_only`](Self::set_relay_only)).
+    pub fn relay_only(&self) -> bool {
+        self.inner.relay_only.load(Ordering::Relaxed)
+    }
+
     /// Every candidate an answer should carry: a host candidate per bound socket,
-    /// one per `--public-ip`, and the server-reflexive address from each STUN
-    /// server in `ice_servers` (TURN entries are kept for the relay support to come).
+    /// one per `--public-ip`, the server-reflexive address from each STUN server
+    /// in `ice_servers`, and a relayed address from each TURN server in it (one
+    /// shared allocation per server; see [`crate::net::turn`]). With
+    /// [`relay_only`](Self::relay_only), just the relayed ones.
     pub async fn local_candidates(&self, ice_servers: &[IceServer]) -> Vec<Candidate> {
         let mux = &self.inner.mux;
+        let relay_only = self.relay_only();
         let locals = mux.local_addrs();
         let mut out = Vec::new();
-        for addr in &locals {
-            push_candidate(&mut out, Candidate::host(*addr, "udp"), addr);
-        }
-        for ip in &self.inner.config.public_ips {
-            let addr = SocketAddr::new(*ip, mux.port());
-            if !locals.contains(&addr) {
-                push_candidate(&mut out, Candidate::host(addr, "udp"), &addr);
+        if !relay_only {
+            for addr in &locals {
+                push_candidate(&mut out, Candidate::host(*addr, "udp"), addr);
             }
-        }
-        let stun_servers: Vec<String> = ice_servers
-            .iter()
-            .flat_map(|s| s.parsed_urls())
-            .filter_map(|u| u.ok())
-            .filter(|u| u.scheme == IceScheme::Stun)
-            .map(|u| host_port(&u.host, u.port))
-            .collect();
-        if !stun_servers.is_empty() {
-            for (mapped, base) in self.inner.reflexive.gather(mux, &stun_servers).await {
-                if locals.iter().any(|l| l.ip() == mapped.ip()) {
-                    continue; // no NAT in between: the host candidate says it all
+            for ip in &self.inner.config.public_ips {
+                let addr = SocketAddr::new(*ip, mux.port());
+                if !locals.contains(&addr) {
+                    push_candidate(&mut out, Candidate::host(addr, "udp"), &addr);
                 }
-                push_candidate(
-                    &mut out,
-                    Candidate::server_reflexive(mapped, base, "udp"),
-                    &mapped,
-                );
             }
+        }
+        let stun_servers: Vec<String> = if relay_only {
+            Vec::new()
+        } else {
+            ice_servers
+                .iter()
+                .flat_map(|s| s.parsed_urls())
+                .filter_map(|u| u.ok())
+                .filter(|u| u.scheme == IceScheme::Stun)
+                .map(|u| host_port(&u.host, u.port))
+                .collect()
+        };
+        let turn_servers = turn_servers(ice_servers);
+        let timeout = self.inner.config.timeouts.stun;
+        let reflexive = async {
+            if stun_servers.is_empty() {
+                Vec::new()
+            } else {
+                self.inner.reflexive.gather(mux, &stun_servers).await
+            }
+        };
+        let relayed = async {
+            if turn_servers.is_empty() {
+                Vec::new()
+            } else {
+                mux.relay_candidates(&turn_servers, timeout).await
+            }
+        };
+        let (reflexive, relayed) = futures_util::future::join(reflexive, relayed).await;
+        for (mapped, base) in reflexive {
+            if locals.iter().any(|l| l.ip() == mapped.ip()) {
+                continue; // no NAT in between: the host candidate says it all
+            }
+            push_candidate(
+                &mut out,
+                Candidate::server_reflexive(mapped, base, "udp"),
+                &mapped,
+            );
+        }
+        for (relay, base) in relayed {
+            push_candidate(&mut out, Candidate::relayed(relay, base, "udp"), &relay);
+        }
+        if relay_only && out.is_empty() {
+            tracing::warn!("relay-only: no TURN relay is available, the answer has no candidate");
         }
         out
     }
+}
+
+/// Every TURN URL of `ice_servers` (each `turn:`/`turns:` URL of each entry, in
+/// order, without duplicates) with its entry's credentials.
+pub fn turn_servers(ice_servers: &[IceServer]) -> Vec<TurnServer> {
+    let mut out: Vec<TurnServer> = Vec::new();
+    for server in ice_servers {
+        let (Some(username), Some(credential)) = (&server.username, &server.credential) else {
+            continue;
+        };
+        for url in server.parsed_urls().into_iter().flatten() {
+            let transport = match (url.scheme, url.transport) {
+                (IceScheme::Turn, None | Some(IceTransport::Udp)) => TurnTransport::Udp,
+                (IceScheme::Turn, Some(IceTransport::Tcp)) => TurnTransport::Tcp,
+                (IceScheme::Turns, None | Some(IceTransport::Tcp)) => TurnTransport::Tls,
+                // DTLS to the TURN server: not a thing we speak.
+                (IceScheme::Turns, Some(IceTransport::Udp)) => continue,
+                _ => continue,
+            };
+            let turn = TurnServer {
+                url: url.to_string(),
+                host: url.host.clone(),
+                port: url.port,
+                transport,
+                username: username.clone(),
+                credential: credential.clone(),
+            };
+            if !out.contains(&turn) {
+                out.push(turn);
+            }
+        }
+    }
+    out
 }
 
 fn host_port(host: &str, port: u16) -> String {
