@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use smallwebrtc::bots;
 use smallwebrtc::http::cluster::parse_peer;
-use smallwebrtc::server::{Server, ServerConfig};
+use smallwebrtc::server::{Server, ServerConfig, TlsConfig};
 use smallwebrtc::signaling::ice_servers::parse_ice_server_args;
 use smallwebrtc::ConnectionMode;
 
@@ -77,6 +77,16 @@ struct ServeArgs {
     /// (default: 250 per CPU core; 0 = no limit).
     #[arg(long)]
     max_sessions: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<String>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<String>,
+    /// Serve HTTPS with a self-signed certificate made at start-up (a quick test
+    /// from a phone on the same network: the browser warns once).
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
     /// Which candidates answers carry: all, or only TURN relays.
     #[arg(long, value_enum, default_value = "all")]
     ice_transport_policy: Policy,
@@ -144,13 +154,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         node_id: args.node_id,
         relay_only: args.ice_transport_policy == Policy::Relay,
+        tls: match (args.tls_cert, args.tls_key, args.tls_self_signed) {
+            (Some(cert), Some(key), _) => Some(TlsConfig::Files { cert, key }),
+            (_, _, true) => Some(TlsConfig::SelfSigned),
+            _ => None,
+        },
         peers,
         ..ServerConfig::default()
     };
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.http_addr();
+    let scheme = if server.is_https() { "https" } else { "http" };
     println!(
-        "smallwebrtc listening on http://{addr} (UDP port {}); open http://{addr}/client/",
+        "smallwebrtc listening on {scheme}://{addr} (UDP port {}); open {scheme}://{addr}/client/",
         server.udp_port()
     );
     server

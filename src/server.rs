@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::bots::{self, Bot};
 use crate::http::cluster::Cluster;
+use crate::http::tls::{TlsIdentity, TlsListener};
 use crate::http::{router, AppState, RouterConfig};
 use crate::net::gather::host_ips;
 use crate::net::UdpMux;
@@ -61,6 +62,8 @@ pub struct ServerConfig {
     pub node_id: Option<String>,
     /// The other nodes, as `(id, base URL)`: requests for their ids are forwarded.
     pub peers: Vec<(String, String)>,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<TlsConfig>,
     /// Announce only relay (TURN) candidates, like a client's
     /// `iceTransportPolicy: "relay"`: every session's media goes through TURN.
     pub relay_only: bool,
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             node_id: None,
             peers: Vec::new(),
             relay_only: false,
+            tls: None,
         }
     }
 }
@@ -100,9 +104,24 @@ impl std::fmt::Debug for ServerConfig {
     }
 }
 
+/// Where HTTPS gets its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsConfig {
+    /// PEM files: certificate chain and private key.
+    Files {
+        /// The certificate chain.
+        cert: String,
+        /// The private key.
+        key: String,
+    },
+    /// A certificate made at start-up for the host name (browsers warn once).
+    SelfSigned,
+}
+
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<TlsIdentity>,
     handler: SmallWebRtcRequestHandler,
     state: AppState,
     mux: UdpMux,
@@ -187,13 +206,45 @@ impl Server {
                     format!("cannot listen on {http_host}:{}: {e}", config.port),
                 )
             })?;
+        let tls = match &config.tls {
+            None => None,
+            Some(TlsConfig::Files { cert, key }) => Some(TlsIdentity::from_pem_files(cert, key)?),
+            Some(TlsConfig::SelfSigned) => {
+                let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+                names.push(config.host.clone());
+                names.extend(config.public_ips.iter().map(|ip| ip.to_string()));
+                names.extend(
+                    if_addrs::get_if_addrs()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|i| i.ip().to_string()),
+                );
+                names.sort();
+                names.dedup();
+                Some(TlsIdentity::self_signed(&names)?)
+            }
+        };
         Ok(Server {
             listener,
+            tls,
             handler,
             state,
             mux,
             app,
         })
+    }
+
+    /// True when serving HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The certificate served over HTTPS (leaf, DER), if any.
+    pub fn tls_certificate(&self) -> Option<Vec<u8>> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.certs.first())
+            .map(|c| c.to_vec())
     }
 
     /// The HTTP address.
@@ -236,9 +287,18 @@ impl Server {
                 );
             }
         };
-        let result = axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(graceful)
-            .await;
+        let result = match self.tls {
+            None => {
+                axum::serve(self.listener, self.app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+            Some(identity) => {
+                axum::serve(TlsListener::new(self.listener, identity)?, self.app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+        };
         self.mux.shutdown();
         result
     }

@@ -518,3 +518,87 @@ async fn metrics_count_offers_by_outcome_in_prometheus_text() {
     assert!(read(&after, bad) >= read(&before, bad) + 1.0);
     assert!(read(&after, r#"smallwebrtc_sessions{state="connecting"}"#) >= 1.0);
 }
+
+#[tokio::test]
+async fn https_with_a_self_signed_certificate_serves_the_routes() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = Server::bind(ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        tls: Some(smallwebrtc::server::TlsConfig::SelfSigned),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(server.is_https());
+    let addr = server.http_addr();
+    let cert = server.tls_certificate().expect("a certificate");
+    tokio::spawn(server.run(std::future::pending()));
+
+    // A client that trusts exactly that certificate, checking the name 127.0.0.1.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the self-signed certificate");
+    tls.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains(r#"{"status":"ready","transports":["webrtc"]}"#),
+        "{response}"
+    );
+
+    // A plain-HTTP request to the HTTPS port is not served.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        plain.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&buf).contains("ready"));
+}
+
+#[tokio::test]
+async fn tls_files_that_cannot_be_read_give_a_clear_error() {
+    let err = Server::bind(ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        tls: Some(smallwebrtc::server::TlsConfig::Files {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+        }),
+        ..ServerConfig::default()
+    })
+    .await
+    .err()
+    .expect("an error");
+    assert!(
+        err.to_string()
+            .contains("cannot read the TLS certificate \"/nonexistent/cert.pem\""),
+        "{err}"
+    );
+}

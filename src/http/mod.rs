@@ -34,6 +34,7 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 mod client_page;
 pub mod cluster;
+pub mod tls;
 
 use self::cluster::{Cluster, FORWARDED_HEADER};
 use crate::bots::{Bot, BotArgs};
