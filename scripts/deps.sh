@@ -17,4 +17,5 @@ apt_install() {
 }
 
 # cmake, a C compiler and pkg-config build the crypto (aws-lc) and codecs.
-apt_install cmake gcc g++ pkg-config
+# libvpx is VP8; nasm assembles OpenH264's fast paths.
+apt_install cmake gcc g++ pkg-config libvpx-dev nasm

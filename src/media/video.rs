@@ -64,7 +64,7 @@ use std::fmt;
 
 #[cfg(feature = "h264")]
 pub use h264::{H264Decoder, H264Encoder};
-pub use image::{I420, Image, VideoFormat};
+pub use image::{Image, VideoFormat, I420};
 pub use nal::{h264_is_keyframe, h264_nal_type, h264_nal_units};
 pub use scale::Scaler;
 pub use testing::{max_channel_difference, quadrant_colors, quadrants, QUADRANT_COLORS};

@@ -171,9 +171,7 @@ mod tests {
 
     #[test]
     fn i420_image_to_packed_and_back() {
-        let image = solid(6, 4, [0, 0, 255])
-            .convert(VideoFormat::I420)
-            .unwrap();
+        let image = solid(6, 4, [0, 0, 255]).convert(VideoFormat::I420).unwrap();
         assert_eq!(image.format, VideoFormat::I420);
         assert_eq!(image.data.len(), 36);
         let rgba = image.convert(VideoFormat::Rgba).unwrap();

@@ -172,7 +172,7 @@ impl Image {
     /// ```
     pub fn expected_len(width: u32, height: u32, format: VideoFormat) -> Result<usize, VideoError> {
         check_size(width, height)?;
-        if format == VideoFormat::I420 && (width % 2 != 0 || height % 2 != 0) {
+        if format == VideoFormat::I420 && !(width.is_multiple_of(2) && height.is_multiple_of(2)) {
             return Err(VideoError::OddI420Size { width, height });
         }
         format
@@ -499,7 +499,7 @@ impl I420 {
     pub fn into_image(self, format: VideoFormat) -> Result<Image, VideoError> {
         match format {
             VideoFormat::I420 => {
-                if self.width % 2 != 0 || self.height % 2 != 0 {
+                if !(self.width.is_multiple_of(2) && self.height.is_multiple_of(2)) {
                     return Err(VideoError::OddI420Size {
                         width: self.width,
                         height: self.height,

@@ -4,8 +4,10 @@
 /// NAL unit type of an IDR slice (a keyframe).
 pub(super) const NAL_IDR: u8 = 5;
 /// NAL unit type of a sequence parameter set.
+#[cfg(test)]
 pub(super) const NAL_SPS: u8 = 7;
 /// NAL unit type of a picture parameter set.
+#[cfg(test)]
 pub(super) const NAL_PPS: u8 = 8;
 
 /// The NAL units of an Annex-B byte stream, without their start codes (`00 00 01` or
@@ -80,10 +82,7 @@ mod tests {
             0, 0, 0, 1, 0x65, 0, 0, 3, 1, 0, 0, // IDR with an emulation byte, trailing zeros
         ];
         let nals: Vec<&[u8]> = h264_nal_units(&data).collect();
-        assert_eq!(
-            nals,
-            [&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 0, 0, 3, 1]]
-        );
+        assert_eq!(nals, [&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 0, 0, 3, 1]]);
         let types: Vec<_> = nals.iter().filter_map(|n| h264_nal_type(n)).collect();
         assert_eq!(types, [NAL_SPS, NAL_PPS, NAL_IDR]);
     }

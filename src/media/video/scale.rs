@@ -100,7 +100,12 @@ impl Scaler {
     ///
     /// [`VideoError::InvalidSize`] for a target size of zero or above
     /// [`MAX_DIMENSION`](super::MAX_DIMENSION).
-    pub fn resize_i420(&mut self, frame: I420, width: u32, height: u32) -> Result<I420, VideoError> {
+    pub fn resize_i420(
+        &mut self,
+        frame: I420,
+        width: u32,
+        height: u32,
+    ) -> Result<I420, VideoError> {
         check_size(width, height)?;
         if frame.size() == (width, height) {
             return Ok(frame);
@@ -114,8 +119,16 @@ impl Scaler {
             (y, width, height),
             PixelType::U8,
         )?;
-        self.resize_plane((frame.u(), src_cw, src_ch), (u, dst_cw, dst_ch), PixelType::U8)?;
-        self.resize_plane((frame.v(), src_cw, src_ch), (v, dst_cw, dst_ch), PixelType::U8)?;
+        self.resize_plane(
+            (frame.u(), src_cw, src_ch),
+            (u, dst_cw, dst_ch),
+            PixelType::U8,
+        )?;
+        self.resize_plane(
+            (frame.v(), src_cw, src_ch),
+            (v, dst_cw, dst_ch),
+            PixelType::U8,
+        )?;
         Ok(out)
     }
 
@@ -170,9 +183,14 @@ mod tests {
         assert_eq!(odd.data.len(), 33 * 17 * 3);
         let frame = quadrants(64, 48).into_i420().unwrap();
         let odd = scaler.resize_i420(frame, 33, 17).unwrap();
-        assert_eq!((odd.size(), odd.chroma_width(), odd.chroma_height()), ((33, 17), 17, 9));
+        assert_eq!(
+            (odd.size(), odd.chroma_width(), odd.chroma_height()),
+            ((33, 17), 17, 9)
+        );
         let rgb = odd.into_image(VideoFormat::Rgb).unwrap();
-        assert!(super::super::max_channel_difference(&quadrant_colors(&rgb), &QUADRANT_COLORS) <= 8);
+        assert!(
+            super::super::max_channel_difference(&quadrant_colors(&rgb), &QUADRANT_COLORS) <= 8
+        );
         // Luma 5 → 6 wide keeps a 3-wide chroma plane: copied, not scaled.
         let frame = I420::black(5, 4).unwrap();
         let wider = scaler.resize_i420(frame, 6, 4).unwrap();

@@ -71,7 +71,11 @@ pub fn quadrant_colors(image: &Image) -> [[u8; 3]; 4] {
     let (half_w, half_h) = (w / 2, h / 2);
     let mut out = [[0u8; 3]; 4];
     for (index, colour) in out.iter_mut().enumerate() {
-        let (x0, x1) = if index % 2 == 0 { (0, half_w) } else { (half_w, w) };
+        let (x0, x1) = if index % 2 == 0 {
+            (0, half_w)
+        } else {
+            (half_w, w)
+        };
         let (y0, y1) = if index < 2 { (0, half_h) } else { (half_h, h) };
         // The middle half, at least one pixel when the quadrant has any.
         let (cx0, cx1) = middle_half(x0, x1);
@@ -87,10 +91,8 @@ pub fn quadrant_colors(image: &Image) -> [[u8; 3]; 4] {
                 count += 1;
             }
         }
-        if count > 0 {
-            for (c, sum) in colour.iter_mut().zip(sums) {
-                *c = ((sum + count / 2) / count) as u8;
-            }
+        for (c, sum) in colour.iter_mut().zip(sums) {
+            *c = (sum + count / 2).checked_div(count).unwrap_or(0) as u8;
         }
     }
     out
@@ -124,6 +126,29 @@ pub fn max_channel_difference(a: &[[u8; 3]; 4], b: &[[u8; 3]; 4]) -> u8 {
         .map(|(x, y)| x.abs_diff(*y))
         .max()
         .unwrap_or(0)
+}
+
+/// Test frames for the codec tests: the test card with a moving stripe pattern and fresh noise
+/// on every frame, so that delta frames carry real information and rate control has work.
+#[cfg(test)]
+pub(super) fn busy_card(width: u32, height: u32, t: u32) -> super::I420 {
+    let mut frame = quadrants(width, height).into_i420().expect("valid size");
+    let w = width as usize;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(t).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let (y, _, _) = frame.planes_mut();
+    for (i, px) in y.iter_mut().enumerate() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let noise = (seed % 41) as i16 - 20;
+        let stripe = if (i % w + i / w + t as usize * 7) % 32 < 4 {
+            60
+        } else {
+            0
+        };
+        *px = (i16::from(*px) + noise + stripe).clamp(16, 235) as u8;
+    }
+    frame
 }
 
 #[cfg(test)]
