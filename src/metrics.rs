@@ -84,6 +84,10 @@ pub static OFFERS_UNAVAILABLE: Counter = Counter::new();
 pub static AUDIO_DECODE: Timer = Timer::new();
 /// Opus frames encoded for clients.
 pub static AUDIO_ENCODE: Timer = Timer::new();
+/// Video frames decoded for bots.
+pub static VIDEO_DECODE: Timer = Timer::new();
+/// Video frames encoded for clients.
+pub static VIDEO_ENCODE: Timer = Timer::new();
 /// Output audio frames that left later than their slot.
 pub static AUDIO_FRAMES_LATE: Counter = Counter::new();
 /// Client media frames lost before they reached us (gaps in the stream).
@@ -175,6 +179,16 @@ pub fn render(sessions: SessionCounts, bots_running: usize) -> String {
             "smallwebrtc_audio_encode_seconds",
             "Opus encode time.",
             &AUDIO_ENCODE,
+        ),
+        (
+            "smallwebrtc_video_decode_seconds",
+            "Video decode time.",
+            &VIDEO_DECODE,
+        ),
+        (
+            "smallwebrtc_video_encode_seconds",
+            "Video encode time.",
+            &VIDEO_ENCODE,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");

@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::rtvi::{self, BotAbout, Capabilities};
 use super::BotArgs;
 use crate::transport::{
-    InputFrame, OutputAudioRawFrame, SmallWebRtcTransport, TransportEvent, TransportParams,
+    InputFrame, OutputAudioRawFrame, OutputImageRawFrame, SmallWebRtcTransport, TransportEvent,
+    TransportParams, VideoFormat,
 };
 use crate::SmallWebRtcConnection;
 
@@ -26,8 +27,8 @@ pub fn about() -> BotAbout {
         capabilities: Capabilities {
             audio_in: true,
             audio_out: true,
-            video_in: false,
-            video_out: false,
+            video_in: true,
+            video_out: true,
             metrics: false,
         },
         ..BotAbout::default()
@@ -57,13 +58,20 @@ pub fn answer(connection: &SmallWebRtcConnection, message: &Value, about: &BotAb
 }
 
 /// The transport parameters of the echo bot: 16 kHz mono both ways, so audio
-/// goes back exactly as it came, with no resampling.
+/// goes back exactly as it came, with no resampling; camera video in I420 (no
+/// colour conversion) sent back live at 640×480, 30 fps.
 pub fn params() -> TransportParams {
     TransportParams {
         audio_in_enabled: true,
         audio_in_sample_rate: 16_000,
         audio_out_enabled: true,
         audio_out_sample_rate: 16_000,
+        video_in_enabled: true,
+        video_in_format: VideoFormat::I420,
+        video_out_enabled: true,
+        video_out_width: 640,
+        video_out_height: 480,
+        video_out_is_live: true,
         ..TransportParams::default()
     }
 }
@@ -101,6 +109,16 @@ pub async fn run(args: BotArgs) {
                     };
                     if let Err(e) = output.write_audio(frame) {
                         tracing::debug!("echo write failed: {e}");
+                    }
+                }
+                Some(InputFrame::Image(image)) => {
+                    let frame = OutputImageRawFrame {
+                        image: image.image,
+                        size: image.size,
+                        format: image.format,
+                    };
+                    if let Err(e) = output.send_image(frame) {
+                        tracing::debug!("echo image not sent: {e}");
                     }
                 }
                 Some(_) => {}

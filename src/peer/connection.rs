@@ -33,6 +33,8 @@ pub const MAX_MESSAGE_QUEUE_SIZE: usize = 50;
 
 /// Audio packets that may arrive after a later one and still be used in order.
 const AUDIO_REORDER_PACKETS: usize = 3;
+/// Video packets held while a frame is incomplete: a big screen keyframe fits.
+const VIDEO_REORDER_PACKETS: usize = 1024;
 /// The longest an audio frame waits for a missing earlier packet.
 const AUDIO_REORDER_WAIT: Duration = Duration::from_millis(60);
 
@@ -95,6 +97,11 @@ pub enum ConnectionEvent {
     },
     /// A JSON app message (anything that is not signalling or a ping).
     AppMessage(Value),
+    /// The client asks for a keyframe (PLI or FIR) of the video we send on an m-line.
+    KeyframeRequest {
+        /// The m-line index.
+        index: usize,
+    },
 }
 
 /// Why a session operation failed.
@@ -414,6 +421,24 @@ impl SmallWebRtcConnection {
         self.shared.lock().closed_by_server
     }
 
+    /// The codecs the answer accepted on m-line `index`, by name as SDP writes
+    /// them (`"VP8"`, `"H264"`, `"opus"`), in the answer's order.
+    pub fn negotiated_codecs(&self, index: usize) -> Vec<String> {
+        let answer = self.get_answer();
+        let Some(section) = answer.sdp.split("\r\nm=").nth(index + 1) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|codec| codec.split('/').next())
+            .map(str::to_string)
+            .collect();
+        names.dedup();
+        names
+    }
+
     /// True when both handles are the same session.
     pub fn same_session(&self, other: &SmallWebRtcConnection) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
@@ -475,6 +500,8 @@ impl Peer {
             // conceals the gap, so release them after 3 (60 ms) at most.
             .set_reordering_size_audio(AUDIO_REORDER_PACKETS)
             .set_reordering_timeout_audio(Some(AUDIO_REORDER_WAIT))
+            // A screen-share keyframe can span hundreds of packets.
+            .set_reordering_size_video(VIDEO_REORDER_PACKETS)
             .build(now);
         for c in candidates {
             rtc.add_local_candidate(c);
@@ -778,6 +805,11 @@ impl SessionTask {
                 });
             }
             Event::MediaData(data) => self.forward_media(data),
+            Event::KeyframeRequest(request) => {
+                if let Some(index) = self.peer.index_of_mid(request.mid) {
+                    self.shared.emit(ConnectionEvent::KeyframeRequest { index });
+                }
+            }
             Event::Closed => {
                 tracing::info!("client closed the connection");
                 self.finish(ConnectionEvent::Closed).await;

@@ -88,4 +88,14 @@ pub enum InputFrame {
     Audio(InputAudioRawFrame),
     /// An app message.
     Message(InputTransportMessageFrame),
+    /// An image of the client's camera or screen.
+    Image(super::video::UserImageRawFrame),
+    /// An image request that cannot be answered (the source is off, missing, or
+    /// the client left), with Pipecat's message.
+    ImageError {
+        /// The source asked for.
+        source: super::video::VideoSource,
+        /// Why there is no image.
+        message: String,
+    },
 }

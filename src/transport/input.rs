@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::frames::{InputAudioRawFrame, InputFrame, InputTransportMessageFrame};
+use super::video::{VideoIn, VideoInSource, VideoSource};
 use crate::media::audio::{packet_has_fec, AudioError, InputChunker, OpusDecoder};
+use crate::media::video::VideoFormat;
 use crate::metrics;
 use crate::peer::media::{Codec, MediaPacket};
 use crate::SmallWebRtcConnection;
@@ -28,6 +30,8 @@ const AUDIO_QUEUE: usize = 50;
 /// Messages and the end of the session, from the transport's driver.
 pub(super) enum InputEvent {
     Message(serde_json::Value),
+    /// A source was turned on or off (`trackStatus`).
+    SourceEnabled(VideoSource, bool),
 }
 
 struct AudioIn {
@@ -59,6 +63,11 @@ struct AudioIn {
 /// ```
 pub struct TransportInput {
     audio: Option<AudioIn>,
+    videos: Vec<VideoIn>,
+    video_format: VideoFormat,
+    connection: SmallWebRtcConnection,
+    /// Sources asked for whose frames nothing has arrived yet (keyframe pending).
+    started_reading: bool,
     events: mpsc::UnboundedReceiver<InputEvent>,
     ready: VecDeque<InputFrame>,
     last_read: Instant,
@@ -77,6 +86,8 @@ impl TransportInput {
         connection: &SmallWebRtcConnection,
         events: mpsc::UnboundedReceiver<InputEvent>,
         audio: Option<(u32, usize)>,
+        video: &[VideoInSource],
+        video_format: VideoFormat,
     ) -> Result<Self, AudioError> {
         let audio = match audio {
             Some((sample_rate, channels)) => Some(AudioIn {
@@ -90,8 +101,13 @@ impl TransportInput {
             }),
             None => None,
         };
+        let videos = video.iter().map(|v| VideoIn::new(connection, *v)).collect();
         Ok(TransportInput {
             audio,
+            videos,
+            video_format,
+            connection: connection.clone(),
+            started_reading: false,
             events,
             ready: VecDeque::new(),
             last_read: Instant::now(),
@@ -100,12 +116,40 @@ impl TransportInput {
 
     /// The next frame; `None` once the session has closed.
     pub async fn recv(&mut self) -> Option<InputFrame> {
+        if !self.started_reading {
+            // Video decoding starts now: ask for a keyframe rather than wait for one.
+            self.started_reading = true;
+            for v in &mut self.videos {
+                v.ask_keyframe(&self.connection);
+            }
+        }
         if self.last_read.elapsed() > STALE_AFTER {
             self.drop_backlog();
         }
         let frame = self.next_frame().await;
         self.last_read = Instant::now();
         frame
+    }
+
+    /// Asks for the next image of `source`, whatever the sampling says. It arrives
+    /// as an [`InputFrame::Image`], or at once as an [`InputFrame::ImageError`]
+    /// when the client has turned that source off or does not send it at all.
+    pub fn request_image(&mut self, source: VideoSource) {
+        match self.videos.iter_mut().find(|v| v.source == source) {
+            Some(v) if !v.enabled => {
+                let message = v.off_error();
+                self.ready
+                    .push_back(InputFrame::ImageError { source, message });
+            }
+            Some(v) => {
+                v.pending_request = true;
+                v.ask_keyframe(&self.connection);
+            }
+            None => self.ready.push_back(InputFrame::ImageError {
+                source,
+                message: VideoIn::missing_error(source),
+            }),
+        }
     }
 
     /// The frames as a `Stream`.
@@ -120,24 +164,66 @@ impl TransportInput {
             if let Some(frame) = self.ready.pop_front() {
                 return Some(frame);
             }
-            let packet = match &mut self.audio {
-                Some(audio) => tokio::select! {
-                    biased;
-                    event = self.events.recv() => return event.map(|InputEvent::Message(m)| {
-                        InputFrame::Message(InputTransportMessageFrame { message: m })
-                    }),
-                    packet = audio.packets.recv() => packet,
-                },
-                None => {
-                    return self.events.recv().await.map(|InputEvent::Message(m)| {
-                        InputFrame::Message(InputTransportMessageFrame { message: m })
-                    })
-                }
+            let (camera, screen) = match self.videos.as_mut_slice() {
+                [] => (None, None),
+                [a] => (Some(&mut a.packets), None),
+                [a, b, ..] => (Some(&mut a.packets), Some(&mut b.packets)),
             };
-            match packet {
-                Some(packet) => self.decode(packet),
-                // The session ended; what is left are messages.
-                None => self.audio = None,
+            let audio = self.audio.as_mut().map(|a| &mut a.packets);
+            let got = tokio::select! {
+                biased;
+                event = self.events.recv() => Got::Event(event),
+                Some(p) = recv_opt(audio) => Got::Audio(p),
+                Some(p) = recv_opt(camera) => Got::Video(0, p),
+                Some(p) = recv_opt(screen) => Got::Video(1, p),
+            };
+            match got {
+                Got::Event(None) => {
+                    // The session is over: pending image requests get their answer.
+                    for v in &mut self.videos {
+                        if std::mem::take(&mut v.pending_request) {
+                            self.ready.push_back(InputFrame::ImageError {
+                                source: v.source,
+                                message: "The peer disconnected.".into(),
+                            });
+                        }
+                    }
+                    self.videos.clear();
+                    self.audio = None;
+                    if self.ready.is_empty() {
+                        return None;
+                    }
+                }
+                Got::Event(Some(InputEvent::Message(m))) => {
+                    return Some(InputFrame::Message(InputTransportMessageFrame {
+                        message: m,
+                    }))
+                }
+                Got::Event(Some(InputEvent::SourceEnabled(source, enabled))) => {
+                    if let Some(v) = self.videos.iter_mut().find(|v| v.source == source) {
+                        v.enabled = enabled;
+                        if !enabled && std::mem::take(&mut v.pending_request) {
+                            let message = v.off_error();
+                            self.ready
+                                .push_back(InputFrame::ImageError { source, message });
+                        }
+                    }
+                }
+                Got::Audio(Some(packet)) => self.decode(packet),
+                Got::Audio(None) => self.audio = None,
+                Got::Video(i, Some(packet)) => {
+                    let format = self.video_format;
+                    if let Some(v) = self.videos.get_mut(i) {
+                        if let Some(frame) = v.decode(&self.connection, packet, format) {
+                            self.ready.push_back(InputFrame::Image(frame));
+                        }
+                    }
+                }
+                Got::Video(i, None) => {
+                    if i < self.videos.len() {
+                        self.videos.remove(i);
+                    }
+                }
             }
         }
     }
@@ -219,5 +305,19 @@ impl TransportInput {
                 pts: audio.pts_offset + frame.pts_time(),
             }));
         }
+    }
+}
+
+enum Got {
+    Event(Option<InputEvent>),
+    Audio(Option<MediaPacket>),
+    Video(usize, Option<MediaPacket>),
+}
+
+/// Receives from `rx`, or never resolves when there is no receiver.
+async fn recv_opt<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<Option<T>> {
+    match rx {
+        Some(rx) => Some(rx.recv().await),
+        None => std::future::pending().await,
     }
 }

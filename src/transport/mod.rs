@@ -34,18 +34,21 @@
 mod frames;
 mod input;
 mod output;
+mod video;
 
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+pub use crate::media::video::VideoFormat;
 pub use frames::{
     InputAudioRawFrame, InputFrame, InputTransportMessageFrame, OutputAudioRawFrame,
     OutputTransportMessageFrame,
 };
 pub use input::TransportInput;
 pub use output::{Playback, TransportOutput};
+pub use video::{OutputImageRawFrame, SpriteFrame, UserImageRawFrame, VideoInSource, VideoSource};
 
 use crate::media::audio::AudioError;
 use crate::peer::TrackSource;
@@ -70,6 +73,25 @@ pub struct TransportParams {
     pub audio_out_10ms_chunks: u32,
     /// Send silence while the bot is quiet, so the client's track stays live (true).
     pub audio_out_auto_silence: bool,
+    /// Deliver the client's video as [`UserImageRawFrame`]s (off by default).
+    pub video_in_enabled: bool,
+    /// Which sources, and how often (default: the camera, every frame).
+    pub video_in_sources: Vec<VideoInSource>,
+    /// The pixel format of delivered images (RGB; I420 costs no conversion).
+    pub video_in_format: VideoFormat,
+    /// Send the bot's images to the client as video (off by default).
+    pub video_out_enabled: bool,
+    /// Output width; images of another size are resized (1024).
+    pub video_out_width: u32,
+    /// Output height (768).
+    pub video_out_height: u32,
+    /// Frames per second sent (30). Honoured, unlike the original's fixed 30.
+    pub video_out_framerate: u32,
+    /// Live output: each image is sent once, paced; otherwise the latest image
+    /// is repeated at the framerate (false).
+    pub video_out_is_live: bool,
+    /// Target video bitrate in kbit/s (1000).
+    pub video_out_bitrate: u32,
 }
 
 impl Default for TransportParams {
@@ -82,6 +104,18 @@ impl Default for TransportParams {
             audio_out_sample_rate: 24_000,
             audio_out_10ms_chunks: 4,
             audio_out_auto_silence: true,
+            video_in_enabled: false,
+            video_in_sources: vec![VideoInSource {
+                source: VideoSource::Camera,
+                framerate: None,
+            }],
+            video_in_format: VideoFormat::Rgb,
+            video_out_enabled: false,
+            video_out_width: 1024,
+            video_out_height: 768,
+            video_out_framerate: 30,
+            video_out_is_live: false,
+            video_out_bitrate: 1000,
         }
     }
 }
@@ -93,6 +127,12 @@ pub enum TransportError {
     /// The audio itself is unusable (odd byte count, unsupported rate or channels).
     #[error("{0}")]
     Audio(#[from] AudioError),
+    /// The image is unusable (length, size or format), or the output size is odd.
+    #[error("{0}")]
+    Video(#[from] crate::media::video::VideoError),
+    /// `video_out_enabled` is false.
+    #[error("video output is disabled (TransportParams::video_out_enabled is false)")]
+    VideoOutDisabled,
     /// The session has closed; nothing more can be sent.
     #[error("the session is closed: audio can no longer be sent")]
     Closed,
@@ -174,12 +214,22 @@ impl SmallWebRtcTransport {
         if params.audio_in_channels != 1 && params.audio_in_channels != 2 {
             return Err(TransportError::InputChannels(params.audio_in_channels));
         }
-        let output = TransportOutput::new(
+        let mut output = TransportOutput::new(
             &connection,
             params
                 .audio_out_enabled
                 .then_some((params.audio_out_sample_rate, params.audio_out_auto_silence)),
         )?;
+        if params.video_out_enabled {
+            output.set_video(video::VideoOut::new(
+                &connection,
+                params.video_out_width,
+                params.video_out_height,
+                params.video_out_framerate,
+                params.video_out_is_live,
+                params.video_out_bitrate,
+            )?);
+        }
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let input = TransportInput::new(
             &connection,
@@ -187,6 +237,12 @@ impl SmallWebRtcTransport {
             params
                 .audio_in_enabled
                 .then_some((params.audio_in_sample_rate, params.audio_in_channels)),
+            if params.video_in_enabled {
+                &params.video_in_sources
+            } else {
+                &[]
+            },
+            params.video_in_format,
         )?;
         let subscribers: Subscribers = Arc::default();
         let events = connection.events();
@@ -215,7 +271,7 @@ impl SmallWebRtcTransport {
             .take()
             .unwrap_or_else(|| {
                 let (_, rx) = mpsc::unbounded_channel();
-                TransportInput::new(&self.connection, rx, None)
+                TransportInput::new(&self.connection, rx, None, &[], VideoFormat::Rgb)
                     .expect("an input without audio cannot fail")
             })
     }
@@ -300,10 +356,21 @@ async fn drive(
                 source: Some(source),
                 enabled,
                 ..
-            } => emit(
-                &subscribers,
-                TransportEvent::TrackStatus { source, enabled },
-            ),
+            } => {
+                let video = match source {
+                    TrackSource::Camera => Some(VideoSource::Camera),
+                    TrackSource::ScreenVideo => Some(VideoSource::ScreenVideo),
+                    TrackSource::Microphone => None,
+                };
+                if let Some(video) = video {
+                    let _ = input.send(input::InputEvent::SourceEnabled(video, enabled));
+                }
+                emit(
+                    &subscribers,
+                    TransportEvent::TrackStatus { source, enabled },
+                )
+            }
+            ConnectionEvent::KeyframeRequest { index: 1 } => output.request_keyframe(),
             ConnectionEvent::Closed => break,
             _ => {}
         }

@@ -102,6 +102,7 @@ impl std::fmt::Debug for Shared {
 #[derive(Debug, Clone)]
 pub struct TransportOutput {
     shared: Option<Arc<Shared>>,
+    video: Option<Arc<super::video::VideoOut>>,
     connection: SmallWebRtcConnection,
 }
 
@@ -140,6 +141,7 @@ impl TransportOutput {
         };
         Ok(TransportOutput {
             shared,
+            video: None,
             connection: connection.clone(),
         })
     }
@@ -181,6 +183,34 @@ impl TransportOutput {
         })
     }
 
+    /// Shows an image to the client: resized to the output size if it differs,
+    /// encoded and sent at `video_out_framerate` (repeated until the next one,
+    /// unless `video_out_is_live`). Errors name what is wrong with the image.
+    pub fn send_image(&self, frame: super::OutputImageRawFrame) -> Result<(), TransportError> {
+        self.video
+            .as_ref()
+            .ok_or(TransportError::VideoOutDisabled)?
+            .send_image(frame)
+    }
+
+    /// Shows images in turn at the output framerate.
+    pub fn send_sprite(&self, sprite: super::SpriteFrame) -> Result<(), TransportError> {
+        self.video
+            .as_ref()
+            .ok_or(TransportError::VideoOutDisabled)?
+            .send_sprite(sprite)
+    }
+
+    pub(super) fn set_video(&mut self, video: Arc<super::video::VideoOut>) {
+        self.video = Some(video);
+    }
+
+    pub(super) fn request_keyframe(&self) {
+        if let Some(video) = &self.video {
+            video.request_keyframe();
+        }
+    }
+
     /// Drops every queued sample at once: the client hears silence from the next
     /// 20 ms frame on. Writers waiting on dropped audio get
     /// [`TransportError::Interrupted`].
@@ -209,6 +239,9 @@ impl TransportOutput {
     }
 
     pub(super) fn set_connected(&self, connected: bool) {
+        if let Some(video) = &self.video {
+            video.set_connected(connected);
+        }
         if let Some(shared) = &self.shared {
             let mut state = shared.lock();
             if connected && !state.connected {
@@ -220,6 +253,9 @@ impl TransportOutput {
     }
 
     pub(super) fn close(&self) {
+        if let Some(video) = &self.video {
+            video.close();
+        }
         if let Some(shared) = &self.shared {
             shared.lock().closed = true;
             shared.progress.notify_waiters();
