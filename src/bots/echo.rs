@@ -90,6 +90,17 @@ pub async fn run(args: BotArgs) {
     let mut input = transport.input();
     let output = transport.output();
     let about = about();
+    // Images are resized and converted on their own task, so video work can
+    // never delay the audio echo. At most one image waits; a newer one replaces it.
+    let (images, mut images_rx) = tokio::sync::mpsc::channel::<OutputImageRawFrame>(1);
+    let video_output = output.clone();
+    tokio::spawn(async move {
+        while let Some(frame) = images_rx.recv().await {
+            if let Err(e) = video_output.send_image(frame) {
+                tracing::debug!("echo image not sent: {e}");
+            }
+        }
+    });
     loop {
         tokio::select! {
             frame = input.recv() => match frame {
@@ -117,9 +128,8 @@ pub async fn run(args: BotArgs) {
                         size: image.size,
                         format: image.format,
                     };
-                    if let Err(e) = output.send_image(frame) {
-                        tracing::debug!("echo image not sent: {e}");
-                    }
+                    // Full: the video task is busy with the previous image; skip this one.
+                    let _ = images.try_send(frame);
                 }
                 Some(_) => {}
                 None => return,
