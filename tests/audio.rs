@@ -156,6 +156,8 @@ struct Probe {
     spoken: mpsc::UnboundedReceiver<(Duration, Result<(), TransportError>)>,
     /// Every transport event.
     events: mpsc::UnboundedReceiver<TransportEvent>,
+    /// When the bot called `interrupt()`.
+    interrupted: mpsc::UnboundedReceiver<Instant>,
 }
 
 async fn probe_server() -> (String, mpsc::UnboundedReceiver<Probe>) {
@@ -176,11 +178,13 @@ async fn probe_server() -> (String, mpsc::UnboundedReceiver<Probe>) {
             let (say, mut say_rx) = mpsc::unbounded_channel();
             let (spoken_tx, spoken) = mpsc::unbounded_channel();
             let (events_tx, events_rx) = mpsc::unbounded_channel();
+            let (interrupted_tx, interrupted) = mpsc::unbounded_channel();
             let _ = probes_tx.send(Probe {
                 heard,
                 say,
                 spoken,
                 events: events_rx,
+                interrupted,
             });
             let mut input = transport.input();
             let output = transport.output();
@@ -204,7 +208,10 @@ async fn probe_server() -> (String, mpsc::UnboundedReceiver<Probe>) {
                                 let _ = spoken_tx.send((t.elapsed(), result));
                             });
                         }
-                        Say::Interrupt => output.interrupt(),
+                        Say::Interrupt => {
+                            output.interrupt();
+                            let _ = interrupted_tx.send(Instant::now());
+                        }
                     },
                     event = events.recv() => match event {
                         Some(TransportEvent::ClientClosed) | None => return,
@@ -359,12 +366,29 @@ async fn the_client_hears_the_bots_1_khz_tone_paced_over_its_length_and_interrup
         took < Duration::from_millis(700),
         "interrupted write returned after {took:?}"
     );
+    let interrupted_at = tokio::time::timeout(WAIT, probe.interrupted.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let after = heard(&mut heard_rx, Duration::from_millis(1500)).await;
-    let toned = after.iter().filter(|(_, pcm)| is_tone(pcm, 1000.0)).count();
-    // 500 ms of tone is 25 frames; one more may have left before the interrupt.
+    let toned: Vec<Instant> = after
+        .iter()
+        .filter(|(_, pcm)| is_tone(pcm, 1000.0))
+        .map(|(t, _)| *t)
+        .collect();
+    // About 500 ms of tone was played before the interrupt...
     assert!(
-        (23..=27).contains(&toned),
-        "heard {toned} tone frames for 500 ms before the interrupt"
+        (20..=35).contains(&toned.len()),
+        "heard {} tone frames for about 500 ms before the interrupt",
+        toned.len()
+    );
+    // ...and none after the next frame: the last tone frame left at most one
+    // 20 ms slot after interrupt() (plus loopback delivery).
+    let last = *toned.last().unwrap();
+    let late = last.saturating_duration_since(interrupted_at);
+    assert!(
+        late <= Duration::from_millis(45),
+        "tone still heard {late:?} after the interrupt"
     );
 }
 
