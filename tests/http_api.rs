@@ -602,3 +602,31 @@ async fn tls_files_that_cannot_be_read_give_a_clear_error() {
         "{err}"
     );
 }
+
+/// Found by fuzzing: str0m panics answering an offer that gives one payload
+/// type two configurations. The client gets a 400 naming the problem, and the
+/// server keeps serving.
+#[tokio::test]
+async fn an_offer_that_makes_str0m_panic_is_refused_and_the_server_keeps_serving() {
+    let server = start(ServerConfig::default()).await;
+    let sdp =
+        String::from_utf8_lossy(include_bytes!("data/offer-one-pt-two-configs.sdp")).to_string();
+    let (status, body) = server
+        .post_json("/api/offer", &json!({"sdp": sdp, "type": "offer"}))
+        .await;
+    assert!(status == 400, "got {status} {body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot answer the SDP offer"),
+        "{body}"
+    );
+    let (status, _) = server
+        .post_json(
+            "/api/offer",
+            &json!({"sdp": browser_offer(), "type": "offer"}),
+        )
+        .await;
+    assert_eq!(status, 200, "still serving");
+}

@@ -506,10 +506,7 @@ impl Peer {
         for c in candidates {
             rtc.add_local_candidate(c);
         }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| PeerError::InvalidOffer(format!("cannot answer the SDP offer: {e}")))?;
+        let answer = answer_offer(&mut rtc, offer)?;
         mux.claim_ufrag(&ufrag);
         Ok(Peer {
             rtc,
@@ -522,10 +519,7 @@ impl Peer {
     fn reoffer(&mut self, sdp: &str) -> Result<String, PeerError> {
         let summary = inspect_offer(sdp).map_err(|e| PeerError::InvalidOffer(e.0))?;
         let offer = parse_offer(sdp)?;
-        let answer =
-            self.rtc.sdp_api().accept_offer(offer).map_err(|e| {
-                PeerError::InvalidOffer(format!("cannot answer the SDP offer: {e}"))
-            })?;
+        let answer = answer_offer(&mut self.rtc, offer)?;
         self.summary = summary;
         self.answer = finish_answer(&answer.to_sdp_string());
         Ok(self.answer.clone())
@@ -548,6 +542,30 @@ impl Peer {
             .sections
             .iter()
             .position(|s| s.mid.as_deref() == Some(&*mid))
+    }
+}
+
+/// Answers an offer, turning a panic inside str0m into a refused offer.
+///
+/// Fuzzing found offers that str0m 0.25 answers with a panic (one payload type
+/// given two configurations in bundled m-lines): without this, one bad POST
+/// kills the HTTP worker, or a bad re-offer the session task. After a panic the
+/// `Rtc` is not trusted again: it is disconnected, so the session ends.
+fn answer_offer(rtc: &mut Rtc, offer: SdpOffer) -> Result<str0m::change::SdpAnswer, PeerError> {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rtc.sdp_api().accept_offer(offer)
+    }));
+    match result {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(PeerError::InvalidOffer(format!(
+            "cannot answer the SDP offer: {e}"
+        ))),
+        Err(_) => {
+            rtc.disconnect();
+            Err(PeerError::InvalidOffer(
+                "cannot answer the SDP offer: its codecs are inconsistent (for example one payload type with two configurations)".into(),
+            ))
+        }
     }
 }
 
