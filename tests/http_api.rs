@@ -630,3 +630,19 @@ async fn an_offer_that_makes_str0m_panic_is_refused_and_the_server_keeps_serving
         .await;
     assert_eq!(status, 200, "still serving");
 }
+
+/// Found by fuzzing: a client ufrag too long for a STUN USERNAME was answered, then
+/// panicked the session's task at its first connectivity check.
+#[tokio::test]
+async fn an_ice_ufrag_too_long_for_stun_is_refused_up_front() {
+    let server = start(ServerConfig::default()).await;
+    let sdp = browser_offer().replace("a=ice-ufrag:", &format!("a=ice-ufrag:{}", "u".repeat(112)));
+    let (status, body) = server
+        .post_json("/api/offer", &json!({"sdp": sdp, "type": "offer"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("a=ice-ufrag"),
+        "{body}"
+    );
+}

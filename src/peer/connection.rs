@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::endpoint::Endpoint;
 use super::media::{MediaPacket, OutgoingMedia};
-use super::offer::{force_receive_only_from_index_2, inspect_offer, OfferSummary};
+use super::offer::{inspect_offer, rewrite_offer, OfferSummary};
 use super::protocol::{parse_incoming, Incoming, Signal, TrackSource};
 use crate::net::{Datagram, MuxSession};
 use crate::signaling::ice_servers::IceServer;
@@ -570,7 +570,7 @@ fn answer_offer(rtc: &mut Rtc, offer: SdpOffer) -> Result<str0m::change::SdpAnsw
 }
 
 fn parse_offer(sdp: &str) -> Result<SdpOffer, PeerError> {
-    SdpOffer::from_sdp_string(&force_receive_only_from_index_2(sdp))
+    SdpOffer::from_sdp_string(&rewrite_offer(sdp))
         .map_err(|e| PeerError::InvalidOffer(format!("invalid SDP offer: {e}")))
 }
 

@@ -12,6 +12,13 @@ pub const MAX_SDP_BYTES: usize = 128 * 1024;
 pub const MAX_MEDIA_SECTIONS: usize = 32;
 /// The most `a=candidate` lines accepted in one offer.
 pub const MAX_CANDIDATES: usize = 256;
+/// The longest `a=ice-ufrag` accepted, in bytes.
+///
+/// RFC 8839 allows 256 characters, but every connectivity check carries the STUN
+/// USERNAME `<client ufrag>:<our 16-byte ufrag>`, and str0m's STUN encoder takes at
+/// most 128 bytes there: it panics on a longer one. Browsers send 4 (Chrome) or 8
+/// (Firefox) characters, libpeer 4.
+pub const MAX_ICE_UFRAG_BYTES: usize = 128 - 1 - 16;
 
 /// The kind of an m-line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +122,14 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
             if let Some(section) = sections.last_mut() {
                 section.mid = Some(mid.trim().to_string());
             }
+        } else if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+            let ufrag = ufrag.trim();
+            if ufrag.len() > MAX_ICE_UFRAG_BYTES {
+                return Err(OfferError(format!(
+                    "SDP offer's a=ice-ufrag is {} bytes; the limit is {MAX_ICE_UFRAG_BYTES}",
+                    ufrag.len()
+                )));
+            }
         } else if line.starts_with("a=candidate:") {
             candidates += 1;
             if candidates > MAX_CANDIDATES {
@@ -133,13 +148,23 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
     Ok(OfferSummary { sections })
 }
 
-/// Rewrites the offer so the answer receives only on m-lines 2 and above.
+/// Rewrites the offer into what str0m answers the way Pipecat's server does.
 ///
-/// Pipecat's server answers `recvonly` on every m-line from index 2 (screen
-/// share): the bot never sends there. A client that offers `sendrecv` there gets
-/// a `recvonly` answer, which is what we express by reading its offer as
-/// `sendonly`. m-lines 0 and 1 follow what the client offered.
-pub fn force_receive_only_from_index_2(sdp: &str) -> String {
+/// * **Receive only from m-line 2.** Pipecat's server answers `recvonly` on every
+///   m-line from index 2 (screen share): the bot never sends there. A client that
+///   offers `sendrecv` there gets a `recvonly` answer, which is what we express by
+///   reading its offer as `sendonly`. m-lines 0 and 1 follow what the client offered.
+/// * **`UDP/TLS/RTP/SAVP` read as `UDP/TLS/RTP/SAVPF`.** libpeer (the ESP32 client)
+///   offers the profile without feedback; str0m parses only the `F` one. The answer
+///   then says `SAVPF`, as aiortc's always does, and libpeer does not check it.
+///
+/// ```
+/// use smallwebrtc::peer::offer::rewrite_offer;
+///
+/// let esp32 = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVP 111\r\na=mid:audio\r\na=sendrecv\r\n";
+/// assert!(rewrite_offer(esp32).contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
+/// ```
+pub fn rewrite_offer(sdp: &str) -> String {
     let mut out = String::with_capacity(sdp.len());
     let mut index: isize = -1;
     let mut application = false;
@@ -148,6 +173,14 @@ pub fn force_receive_only_from_index_2(sdp: &str) -> String {
         if let Some(rest) = bare.strip_prefix("m=") {
             index += 1;
             application = rest.starts_with("application");
+            if let Some((head, tail)) = rest.split_once(" UDP/TLS/RTP/SAVP ") {
+                out.push_str("m=");
+                out.push_str(head);
+                out.push_str(" UDP/TLS/RTP/SAVPF ");
+                out.push_str(tail);
+                out.push_str(&line[bare.len()..]);
+                continue;
+            }
         }
         if index >= 2 && !application && (bare == "a=sendrecv" || bare == "a=recvonly") {
             // recvonly from the client means it wants to receive only; we never
@@ -217,8 +250,32 @@ mod tests {
     }
 
     #[test]
+    fn refuses_an_ice_ufrag_too_long_for_a_stun_username() {
+        let offer = |ufrag: &str| {
+            format!("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:{ufrag}\r\n")
+        };
+        assert!(inspect_offer(&offer(&"u".repeat(MAX_ICE_UFRAG_BYTES))).is_ok());
+        let err = inspect_offer(&offer(&"u".repeat(MAX_ICE_UFRAG_BYTES + 1))).unwrap_err();
+        assert!(err.0.contains("a=ice-ufrag is 112 bytes"), "{err}");
+    }
+
+    #[test]
+    fn libpeer_profile_without_feedback_is_read_as_savpf() {
+        let esp32 = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVP 111\r\na=mid:audio\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:datachannel\r\n";
+        let out = rewrite_offer(esp32);
+        assert!(out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio\r\n"));
+        assert!(out.contains("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"));
+        // Already SAVPF: untouched.
+        assert_eq!(
+            rewrite_offer(JS_OFFER_SHAPE),
+            rewrite_offer(&rewrite_offer(JS_OFFER_SHAPE))
+        );
+    }
+
+    #[test]
     fn screen_share_becomes_receive_only() {
-        let out = force_receive_only_from_index_2(JS_OFFER_SHAPE);
+        let out = rewrite_offer(JS_OFFER_SHAPE);
         let sections: Vec<&str> = out.split("m=").collect();
         assert!(sections[1].contains("a=sendrecv"));
         assert!(sections[2].contains("a=sendrecv"));

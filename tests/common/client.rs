@@ -99,7 +99,8 @@ pub enum OfferShape {
     /// Audio sendrecv + video sendrecv, no data channel. POST body `{sdp, type}` (plus
     /// `request_data` if set, and `pc_id`/`restart_pc` when renegotiating).
     RawAudioVideo,
-    /// Like pipecat-esp32: audio sendrecv + data channel `"rtvi-ai"`. POST body `{sdp, type}`
+    /// Like pipecat-esp32 (libpeer): audio sendrecv as `UDP/TLS/RTP/SAVP` + data channel
+    /// `"rtvi-ai"`. POST body `{sdp, type}`
     /// (plus `request_data` if set). Never trickles: the candidate is always in the offer.
     Esp32,
 }
@@ -353,7 +354,11 @@ async fn new_peer(opts: &ClientOptions) -> Result<NewPeer, ClientError> {
     let (offer, pending) = api
         .apply()
         .ok_or("str0m produced no offer for the initial changes")?;
-    let offer_sdp = offer.to_sdp_string();
+    let mut offer_sdp = offer.to_sdp_string();
+    if opts.shape == OfferShape::Esp32 {
+        // libpeer offers its audio as `UDP/TLS/RTP/SAVP` (no feedback profile).
+        offer_sdp = offer_sdp.replace(" UDP/TLS/RTP/SAVPF ", " UDP/TLS/RTP/SAVP ");
+    }
     let mids = mids_from_sdp(&offer_sdp)
         .iter()
         .map(|m| Mid::from(m.as_str()))
