@@ -17,12 +17,19 @@
 //!   above the idle RSS read before the first step), from `/proc/<--server-pid>`;
 //! - its own CPU the same way, since it shares the machine with the server.
 //!
+//! With `--video`, every session also sends a camera on m-line 1 (VP8, 640×480 at 30 fps by
+//! default: a loop of frames encoded once at start-up, each stamped with its number; see
+//! `video.rs`), and the `--video-measure` sessions decode the video that comes back, read the
+//! stamp and time the video round trip. Frames received back per second per session are
+//! counted on every session.
+//!
 //! ```text
 //! loadgen --server http://127.0.0.1:7860 --server-pid PID --sessions 1,10,50,100,200 \
 //!         --duration 60 --ramp 50/s --measure 10 --json out.json
 //! loadgen --self-echo-test                     # check the measurement against a known echo
 //! loadgen --self-echo-serve 127.0.0.1:7870     # that echo server, standalone
 //! loadgen --compare rust.json python.json      # side-by-side markdown of saved runs
+//! loadgen --server-pid PID --video --sessions 1,2,4,8 --duration 30 --video-measure 2
 //! ```
 //!
 //! Everything opens sockets on this machine only: run it inside `../shared/tools/nsrun`
@@ -36,6 +43,7 @@ mod run;
 mod selfecho;
 mod session;
 mod stats;
+mod video;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +54,7 @@ use clap::Parser;
 
 use crate::run::{Report, RunConfig};
 use crate::selfecho::{EchoConfig, EchoMode, SelfTest};
+use crate::video::VideoSpec;
 
 /// Load generator and benchmark for SmallWebRTC echo sessions.
 #[derive(Parser, Debug)]
@@ -84,9 +93,28 @@ struct Cli {
     /// A session not connected this many seconds after starting counts as failed.
     #[arg(long, default_value_t = 20.0)]
     connect_timeout: f64,
-    /// Also offer a camera video m-line (sendrecv; nothing is sent on it yet).
+    /// Video mode: every session also sends a camera (VP8) on m-line 1 and counts the frames
+    /// that come back; `--video-measure` of them time the video round trip.
     #[arg(long)]
     video: bool,
+    /// Size of the camera video.
+    #[arg(long, default_value = "640x480", value_parser = video::parse_size)]
+    video_size: (u32, u32),
+    /// Frames per second of the camera video.
+    #[arg(long, default_value_t = 30)]
+    video_fps: u32,
+    /// VP8 bitrate of the camera loop, kbit/s.
+    #[arg(long, default_value_t = 1_000)]
+    video_bitrate: u32,
+    /// Frames in the camera loop (it starts with a keyframe), 1..=256.
+    #[arg(long, default_value_t = 60)]
+    video_loop: usize,
+    /// Sessions per step whose video echo is decoded and timed.
+    #[arg(long, default_value_t = 2)]
+    video_measure: usize,
+    /// Send no audio (the audio m-line is still offered, as the JS client does).
+    #[arg(long)]
+    no_audio: bool,
     /// Do not send the JS client's `ping: <ms>` data-channel messages.
     #[arg(long)]
     no_pings: bool,
@@ -209,7 +237,15 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
         settle: secs(cli.settle),
         cooldown: secs(cli.cooldown),
         connect_timeout: secs(cli.connect_timeout),
-        video: cli.video,
+        video: cli.video.then_some(VideoSpec {
+            width: cli.video_size.0,
+            height: cli.video_size.1,
+            fps: cli.video_fps,
+            frames: cli.video_loop,
+            bitrate_kbps: cli.video_bitrate,
+        }),
+        video_measure: cli.video_measure,
+        audio: !cli.no_audio,
         pings: !cli.no_pings,
         bitrate: cli.bitrate,
         verbose: cli.verbose,
@@ -291,5 +327,24 @@ mod tests {
         assert_eq!(cli.sessions, vec![1, 10, 50, 100, 200]);
         assert_eq!(cli.server_pid, Some(42));
         assert_eq!(cli.ramp, 50.0);
+        assert!(!cli.video);
+    }
+
+    #[test]
+    fn cli_parses_the_video_benchmark_command() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--video",
+            "--video-size",
+            "320x240",
+            "--video-measure",
+            "4",
+            "--no-audio",
+        ])
+        .expect("parses");
+        assert!(cli.video && cli.no_audio);
+        assert_eq!(cli.video_size, (320, 240));
+        assert_eq!((cli.video_fps, cli.video_measure), (30, 4));
+        assert!(Cli::try_parse_from(["loadgen", "--video-size", "big"]).is_err());
     }
 }

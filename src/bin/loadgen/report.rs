@@ -13,6 +13,9 @@ pub const GOAL_CPU_PCT_PER_SESSION: f64 = 0.5;
 pub const GOAL_RSS_MIB_PER_SESSION: f64 = 2.0;
 /// "No upward drift": the last 10 s median at most this much above the first 10 s median.
 pub const GOAL_DRIFT_MS: f64 = 5.0;
+/// The video issue's goals, per 640×480@30 camera echo session at every N.
+pub const GOAL_VIDEO_CPU_PCT_PER_SESSION: f64 = 10.0;
+pub const GOAL_VIDEO_P90_MS: f64 = 100.0;
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     match v {
@@ -92,6 +95,40 @@ pub fn print_step(label: &str, s: &StepResult) {
                 s.markers_sent, s.sessions_measured
             );
         }
+    }
+    if let Some(v) = &s.video {
+        let _ = writeln!(
+            out,
+            "video         {} of {} connected sessions received video; frames back {} /s per session (fewest {} /s) of {} /s sent; {} slots skipped; {} keyframe requests from the server",
+            v.sessions_receiving,
+            s.sessions_connected,
+            opt(v.fps_received_per_session, 1),
+            opt(v.fps_received_min, 1),
+            opt(v.fps_sent_per_session, 1),
+            v.slots_skipped,
+            v.keyframe_requests
+        );
+        match &v.rtt {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "video RTT     p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  (min {:.1}, max {:.1}; {} frames timed of {} sent on {} measured sessions; drift {} ms)",
+                    r.p50_ms, r.p90_ms, r.p99_ms, r.min_ms, r.max_ms, r.count, v.stamps_sent, v.sessions_measured, signed(r.drift_ms, 1)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "video RTT     – (no stamped frame came back: {} sent on {} measured sessions)",
+                    v.stamps_sent, v.sessions_measured
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "video decode  {} frames decoded, {} undecodable, {} unreadable stamps, {} unmatched, {} PLIs sent",
+            v.frames_decoded, v.decode_errors, v.stamps_unreadable, v.stamps_unmatched, v.plis_sent
+        );
     }
     match &s.server {
         Some(p) => {
@@ -230,8 +267,80 @@ fn goals(report: &Report) -> Option<String> {
     Some(out)
 }
 
+/// The header of the video results table.
+const VIDEO_HEADER: &str = "| N | server | connected | frames back per s per session (fewest) | video round trip p50 / p90 / p99 (ms) | server CPU, % of a core (per session) | server RSS, MiB (per session) | loadgen CPU, % of a core | notes |\n|---|---|---|---|---|---|---|---|---|\n";
+
+fn video_row(label: &str, s: &StepResult) -> String {
+    let v = s.video.as_ref();
+    let fps = v.map_or_else(
+        || "–".to_string(),
+        |v| {
+            format!(
+                "{} ({})",
+                opt(v.fps_received_per_session, 1),
+                opt(v.fps_received_min, 1)
+            )
+        },
+    );
+    let rtt = v.and_then(|v| v.rtt.as_ref()).map_or_else(
+        || "no echo".to_string(),
+        |r| format!("{:.1} / {:.1} / {:.1}", r.p50_ms, r.p90_ms, r.p99_ms),
+    );
+    let (cpu, rss) = s.server.as_ref().map_or_else(
+        || ("–".to_string(), "–".to_string()),
+        |p| {
+            (
+                format!("{:.1} ({})", p.cpu_pct, opt(p.cpu_pct_per_session, 1)),
+                format!("{:.1} ({})", p.rss_mib, opt(p.rss_mib_per_session, 2)),
+            )
+        },
+    );
+    format!(
+        "| {} | {label} | {}/{} | {fps} | {rtt} | {cpu} | {rss} | {:.1} | {} |\n",
+        s.sessions_requested,
+        s.sessions_connected,
+        s.sessions_requested,
+        s.loadgen.cpu_pct,
+        s.notes.join("; ").replace('|', "/")
+    )
+}
+
+/// The video goals checked at every N of a video run.
+fn video_goals(report: &Report) -> Option<String> {
+    report.video.as_ref()?;
+    let mark = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    };
+    let mut out = format!(
+        "Goals for {} (per camera echo session: < {GOAL_VIDEO_CPU_PCT_PER_SESSION}% of a core, video round trip p90 < {GOAL_VIDEO_P90_MS} ms):\n\n| N | server CPU per session | | video p90 | |\n|---|---|---|---|---|\n",
+        report.label
+    );
+    for s in &report.steps {
+        let cpu = s.server.as_ref().and_then(|p| p.cpu_pct_per_session);
+        let p90 = s
+            .video
+            .as_ref()
+            .and_then(|v| v.rtt.as_ref())
+            .map(|r| r.p90_ms);
+        let _ = writeln!(
+            out,
+            "| {} | {} % | {} | {} ms | {} |",
+            s.sessions_requested,
+            opt(cpu, 1),
+            mark(cpu.map(|c| c < GOAL_VIDEO_CPU_PCT_PER_SESSION)),
+            opt(p90, 1),
+            mark(p90.map(|p| p < GOAL_VIDEO_P90_MS))
+        );
+    }
+    Some(out)
+}
+
 /// One markdown document comparing runs: a row per (N, run), runs side by side for each N.
+/// Video runs get the video table and goals.
 pub fn markdown(reports: &[Report]) -> String {
+    let video = reports.iter().any(|r| r.video.is_some());
     let mut out = String::new();
     if let Some(first) = reports.first() {
         let m = &first.machine;
@@ -249,7 +358,20 @@ pub fn markdown(reports: &[Report]) -> String {
             first.measure
         );
     }
-    out.push_str(HEADER);
+    if let Some(v) = reports.iter().find_map(|r| r.video.as_ref()) {
+        let _ = writeln!(
+            out,
+            "Camera: VP8 {}×{} at {} fps, a {}-frame loop starting with a keyframe ({:.0} kbit/s), audio {}; video round trip timed on {} sessions per step.\n",
+            v.width,
+            v.height,
+            v.fps,
+            v.loop_frames,
+            v.loop_kbps,
+            if v.audio { "sent too" } else { "not sent" },
+            v.measure
+        );
+    }
+    out.push_str(if video { VIDEO_HEADER } else { HEADER });
     let ns: BTreeSet<usize> = reports
         .iter()
         .flat_map(|r| r.steps.iter().map(|s| s.sessions_requested))
@@ -257,15 +379,26 @@ pub fn markdown(reports: &[Report]) -> String {
     for n in ns {
         for report in reports {
             for step in report.steps.iter().filter(|s| s.sessions_requested == n) {
-                out.push_str(&row(&report.label, step));
+                if video {
+                    out.push_str(&video_row(&report.label, step));
+                } else {
+                    out.push_str(&row(&report.label, step));
+                }
             }
         }
     }
-    out.push_str(
-        "\n¹ Medians of the first and last 10 s of the window (of its first and last third when it is shorter than 30 s).\n",
-    );
+    if !video {
+        out.push_str(
+            "\n¹ Medians of the first and last 10 s of the window (of its first and last third when it is shorter than 30 s).\n",
+        );
+    }
     for report in reports {
-        if let Some(g) = goals(report) {
+        let g = if video {
+            video_goals(report)
+        } else {
+            goals(report)
+        };
+        if let Some(g) = g {
             out.push('\n');
             out.push_str(&g);
         }
@@ -314,5 +447,44 @@ mod tests {
         assert!(md.contains("Goals for rust at 200 sessions"));
         assert!(!md.contains("Goals for python"));
         assert!(!md.contains("missed"), "{md}");
+    }
+
+    #[test]
+    fn video_runs_get_the_video_table_and_goals() {
+        use crate::run::{VideoSettings, VideoStep};
+        let mut fast = step(1, 20.0);
+        fast.video = Some(VideoStep {
+            fps_received_per_session: Some(29.8),
+            fps_received_min: Some(29.5),
+            rtt: RttStats::from_samples(&[(1.0, 60.0), (2.0, 70.0)], 10.0),
+            ..VideoStep::default()
+        });
+        let mut slow = step(8, 20.0);
+        slow.video = Some(VideoStep {
+            rtt: RttStats::from_samples(&[(1.0, 300.0)], 10.0),
+            ..VideoStep::default()
+        });
+        if let Some(p) = &mut slow.server {
+            p.cpu_pct_per_session = Some(12.5);
+        }
+        let report = Report {
+            label: "rust".into(),
+            video: Some(VideoSettings {
+                width: 640,
+                height: 480,
+                fps: 30,
+                ..VideoSettings::default()
+            }),
+            steps: vec![fast, slow],
+            ..Report::default()
+        };
+        let md = markdown(&[report]);
+        assert!(md.contains("frames back per s"), "{md}");
+        assert!(md.contains("| 1 | rust | 1/1 | 29.8 (29.5) |"), "{md}");
+        assert!(md.contains("| 1 | 0.2 % | met | 69.0 ms | met |"), "{md}");
+        assert!(
+            md.contains("| 8 | 12.5 % | **missed** | 300.0 ms | **missed** |"),
+            "{md}"
+        );
     }
 }

@@ -5,6 +5,9 @@
 //!   ─► window (--duration): /proc samples of server and loadgen at both ends, RTT samples
 //!   ─► stop every session ─► cooldown ─► server RSS after close
 //! ```
+//!
+//! In video mode every session also sends the camera loop, and the step's [`VideoStep`] holds
+//! the frames that came back and the video round trip of the sessions measured for video.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +25,7 @@ use crate::http::Target;
 use crate::procstat::{self, Machine, ProcSample};
 use crate::session::{self, late_quantile, Env, LateHistogram, SessionStats, State, PHASES, TICK};
 use crate::stats::{quantile, RttStats};
+use crate::video::{VideoClip, VideoSpec};
 
 const MIB: f64 = 1024.0;
 
@@ -50,8 +54,12 @@ pub struct RunConfig {
     pub cooldown: Duration,
     /// A session not connected this long after starting fails.
     pub connect_timeout: Duration,
-    /// Offer a video m-line too.
-    pub video: bool,
+    /// Video mode: every session sends this camera loop on m-line 1.
+    pub video: Option<VideoSpec>,
+    /// Sessions whose video echo is decoded and timed, per step (video mode).
+    pub video_measure: usize,
+    /// Send audio (the audio m-line is offered either way).
+    pub audio: bool,
     /// Send the JS client's pings.
     pub pings: bool,
     /// Opus bitrate of the clip.
@@ -128,6 +136,8 @@ pub struct StepResult {
     pub markers_unmatched: u64,
     /// Round trip through the echo bot.
     pub rtt: Option<RttStats>,
+    /// Video mode: frames and the video round trip.
+    pub video: Option<VideoStep>,
     /// The server process (when its pid was given).
     pub server: Option<ProcFigures>,
     /// This load generator.
@@ -136,6 +146,58 @@ pub struct StepResult {
     pub machine_busy_pct: Option<f64>,
     /// What went wrong or looks odd, in words.
     pub notes: Vec<String>,
+}
+
+/// The video figures of one step (video mode).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct VideoStep {
+    /// Sessions that received video back during the window.
+    pub sessions_receiving: usize,
+    /// Frames sent and received back during the window (all sessions).
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    /// Frames sent per second per connected session.
+    pub fps_sent_per_session: Option<f64>,
+    /// Frames received back per second per connected session, on average and for the
+    /// session that got the fewest.
+    pub fps_received_per_session: Option<f64>,
+    pub fps_received_min: Option<f64>,
+    /// Time slots skipped because a session fell behind its frame clock.
+    pub slots_skipped: u64,
+    /// Keyframe requests the server sent during the window (all sessions).
+    pub keyframe_requests: u64,
+    /// Sessions whose video came back decoded and timed.
+    pub sessions_measured: usize,
+    /// On measured sessions, during the window: stamped frames sent, frames decoded, frames
+    /// that failed to decode, decoded frames whose stamp was unreadable, stamps matched to a
+    /// sent frame (timed) and stamps that matched nothing, and keyframe requests sent.
+    pub stamps_sent: u64,
+    pub frames_decoded: u64,
+    pub decode_errors: u64,
+    pub stamps_unreadable: u64,
+    pub stamps_matched: u64,
+    pub stamps_unmatched: u64,
+    pub plis_sent: u64,
+    /// Video round trip: frame handed to str0m → the frame showing its stamp decoded.
+    pub rtt: Option<RttStats>,
+}
+
+/// How the camera loop was made (video mode).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct VideoSettings {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub loop_frames: usize,
+    /// Target and measured mean bitrate of the loop, kbit/s.
+    pub bitrate_kbps: u32,
+    pub loop_kbps: f64,
+    /// Sessions measured for video per step.
+    pub measure: usize,
+    /// Whether audio was sent too.
+    pub audio: bool,
 }
 
 /// A whole run.
@@ -152,6 +214,8 @@ pub struct Report {
     pub ramp_per_sec: f64,
     pub measure: usize,
     pub opus_bitrate: i32,
+    /// Video mode's settings.
+    pub video: Option<VideoSettings>,
     /// Server RSS before any session, MiB.
     pub server_rss_idle_mib: Option<f64>,
     /// Share of the machine busy during the second before the run, percent: other work on
@@ -223,6 +287,41 @@ struct Counters {
     markers_sent: u64,
     markers_detected: u64,
     markers_unmatched: u64,
+    video: VideoCounters,
+}
+
+/// Video counters of a step at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+struct VideoCounters {
+    sent: u64,
+    received: u64,
+    skipped: u64,
+    keyframe_requests: u64,
+    stamps_sent: u64,
+    decoded: u64,
+    decode_errors: u64,
+    unreadable: u64,
+    matched: u64,
+    unmatched: u64,
+    plis: u64,
+}
+
+impl VideoCounters {
+    fn read(stats: &[Arc<SessionStats>]) -> VideoCounters {
+        VideoCounters {
+            sent: total(stats, |s| &s.video_frames_sent),
+            received: total(stats, |s| &s.video_frames_received),
+            skipped: total(stats, |s| &s.video_slots_skipped),
+            keyframe_requests: total(stats, |s| &s.video_keyframe_requests),
+            stamps_sent: total(stats, |s| &s.video_stamps_sent),
+            decoded: total(stats, |s| &s.video_frames_decoded),
+            decode_errors: total(stats, |s| &s.video_decode_errors),
+            unreadable: total(stats, |s| &s.video_stamps_unreadable),
+            matched: total(stats, |s| &s.video_stamps_matched),
+            unmatched: total(stats, |s| &s.video_stamps_unmatched),
+            plis: total(stats, |s| &s.video_plis_sent),
+        }
+    }
 }
 
 impl Counters {
@@ -234,8 +333,31 @@ impl Counters {
             markers_sent: total(stats, |s| &s.markers_sent),
             markers_detected: total(stats, |s| &s.markers_detected),
             markers_unmatched: total(stats, |s| &s.markers_unmatched),
+            video: VideoCounters::read(stats),
         }
     }
+}
+
+/// `(seconds since the window opened, ms)` of the round trips of every session timed in the
+/// window `[w0, w1]`.
+fn window_samples(
+    stats: &[Arc<SessionStats>],
+    rtts: impl Fn(&SessionStats) -> &std::sync::Mutex<Vec<session::RttSample>>,
+    w0: Instant,
+    w1: Instant,
+) -> Vec<(f64, f64)> {
+    stats
+        .iter()
+        .flat_map(|s| {
+            rtts(s)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|r| r.at >= w0 && r.at <= w1)
+                .map(|r| ((r.at - w0).as_secs_f64(), r.rtt_ms))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The sessions measured out of `n`: `m` of them, evenly spread.
@@ -272,6 +394,24 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
         .ok_or("could not generate a DTLS certificate")?;
     provider.install_process_default();
     let clip = Arc::new(Clip::encode(cfg.bitrate).map_err(|e| format!("Opus encoder: {e}"))?);
+    let video_clip = match cfg.video {
+        Some(spec) => {
+            let clip = VideoClip::encode(spec)?;
+            if cfg.verbose {
+                eprintln!(
+                    "loadgen: camera loop: {} frames of {}×{} at {} fps, VP8 {:.0} kbit/s (keyframe {} bytes)",
+                    clip.len(),
+                    spec.width,
+                    spec.height,
+                    spec.fps,
+                    clip.kbps(),
+                    clip.frames[0].len()
+                );
+            }
+            Some(Arc::new(clip))
+        }
+        None => None,
+    };
     let target = Target::parse(&cfg.server, &cfg.offer_path)?;
     let server_addr = target.resolve().await?;
     let local_ip = local_ip_for(server_addr)?;
@@ -316,6 +456,16 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
         ramp_per_sec: cfg.ramp_per_sec,
         measure: cfg.measure,
         opus_bitrate: cfg.bitrate,
+        video: video_clip.as_ref().map(|clip| VideoSettings {
+            width: clip.spec.width,
+            height: clip.spec.height,
+            fps: clip.spec.fps,
+            loop_frames: clip.len(),
+            bitrate_kbps: clip.spec.bitrate_kbps,
+            loop_kbps: clip.kbps(),
+            measure: cfg.video_measure,
+            audio: cfg.audio,
+        }),
         server_rss_idle_mib: idle.map(|s| mib(s.rss_kib)),
         background_busy_pct,
         steps: Vec::new(),
@@ -330,7 +480,8 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
             ticks: ticks.clone(),
             stop: stop_rx,
             epoch,
-            video: cfg.video,
+            video: video_clip.clone(),
+            audio: cfg.audio,
             pings: cfg.pings,
             connect_timeout: cfg.connect_timeout,
             late: Arc::new(LateHistogram::default()),
@@ -357,6 +508,7 @@ async fn run_step(
         }
     };
     let measured = measured_set(n, cfg.measure);
+    let video_measured = measured_set(n, cfg.video_measure);
     let stats: Vec<Arc<SessionStats>> = (0..n).map(|_| Arc::default()).collect();
     let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(n);
 
@@ -368,7 +520,8 @@ async fn run_step(
         tokio::time::sleep_until(due.into()).await;
         tasks.push(tokio::spawn(session::run(
             i,
-            measured[i],
+            measured[i] && cfg.audio,
+            video_measured[i] && cfg.video.is_some(),
             env.clone(),
             stat.clone(),
         )));
@@ -408,6 +561,10 @@ async fn run_step(
         .iter()
         .map(|s| s.packets_received.load(Ordering::Relaxed))
         .collect();
+    let frames_before: Vec<u64> = stats
+        .iter()
+        .map(|s| s.video_frames_received.load(Ordering::Relaxed))
+        .collect();
     let c0 = Counters::read(&stats);
     let late0 = env.late.snapshot();
     let server0 = sample_server(cfg.server_pid);
@@ -422,8 +579,18 @@ async fn run_step(
         if until == next_progress {
             next_progress += Duration::from_secs(10);
             let c = Counters::read(&stats);
+            let video = if cfg.video.is_some() {
+                format!(
+                    "; video {} frames back of {} sent, {} timed",
+                    c.video.received - c0.video.received,
+                    c.video.sent - c0.video.sent,
+                    c.video.matched - c0.video.matched
+                )
+            } else {
+                String::new()
+            };
             log(format!(
-                "{:.0} s: {} connected, {} packets back of {} sent, {} markers timed",
+                "{:.0} s: {} connected, {} packets back of {} sent, {} markers timed{video}",
                 w0.elapsed().as_secs_f64(),
                 connected(&stats),
                 c.received - c0.received,
@@ -455,18 +622,14 @@ async fn run_step(
         .filter(|(s, &before)| s.packets_received.load(Ordering::Relaxed) > before)
         .count();
     let window_secs = (w1 - w0).as_secs_f64();
-    let samples: Vec<(f64, f64)> = stats
+    let frames_in_window: Vec<u64> = stats
         .iter()
-        .flat_map(|s| {
-            s.rtts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .filter(|r| r.at >= w0 && r.at <= w1)
-                .map(|r| ((r.at - w0).as_secs_f64(), r.rtt_ms))
-                .collect::<Vec<_>>()
-        })
+        .zip(&frames_before)
+        .filter(|(s, _)| s.state() == State::Connected)
+        .map(|(s, &before)| s.video_frames_received.load(Ordering::Relaxed) - before)
         .collect();
+    let video_samples = window_samples(&stats, |s| &s.video_rtts, w0, w1);
+    let samples = window_samples(&stats, |s| &s.rtts, w0, w1);
 
     // Stop.
     log("closing".into());
@@ -555,6 +718,7 @@ async fn run_step(
         markers_detected: c1.markers_detected - c0.markers_detected,
         markers_unmatched: c1.markers_unmatched - c0.markers_unmatched,
         rtt: RttStats::from_samples(&samples, window_secs),
+        video: None,
         server,
         loadgen,
         machine_busy_pct: sys0
@@ -562,6 +726,37 @@ async fn run_step(
             .and_then(|(a, b)| procstat::sys_busy_percent(&a, &b)),
         notes: Vec::new(),
     };
+    if cfg.video.is_some() {
+        let v0 = c0.video;
+        let v1 = c1.video;
+        let per_second = |frames: u64| {
+            (sessions_connected > 0 && window_secs > 0.0)
+                .then(|| frames as f64 / window_secs / sessions_connected as f64)
+        };
+        step.video = Some(VideoStep {
+            sessions_receiving: frames_in_window.iter().filter(|&&f| f > 0).count(),
+            frames_sent: v1.sent - v0.sent,
+            frames_received: v1.received - v0.received,
+            fps_sent_per_session: per_second(v1.sent - v0.sent),
+            fps_received_per_session: per_second(v1.received - v0.received),
+            fps_received_min: frames_in_window
+                .iter()
+                .min()
+                .filter(|_| window_secs > 0.0)
+                .map(|&f| f as f64 / window_secs),
+            slots_skipped: v1.skipped - v0.skipped,
+            keyframe_requests: v1.keyframe_requests - v0.keyframe_requests,
+            sessions_measured: video_measured.iter().filter(|&&m| m).count(),
+            stamps_sent: v1.stamps_sent - v0.stamps_sent,
+            frames_decoded: v1.decoded - v0.decoded,
+            decode_errors: v1.decode_errors - v0.decode_errors,
+            stamps_unreadable: v1.unreadable - v0.unreadable,
+            stamps_matched: v1.matched - v0.matched,
+            stamps_unmatched: v1.unmatched - v0.unmatched,
+            plis_sent: v1.plis - v0.plis,
+            rtt: RttStats::from_samples(&video_samples, window_secs),
+        });
+    }
     step.notes = notes(&step, cfg.server_pid.is_some());
     step
 }
@@ -575,7 +770,9 @@ fn notes(step: &StepResult, have_pid: bool) -> Vec<String> {
             step.sessions_connected, step.sessions_requested
         ));
     }
-    if step.sessions_connected > 0 && step.packets_received == 0 {
+    if step.packets_sent == 0 {
+        // No audio sent (video mode with --no-audio): nothing to say about its echo.
+    } else if step.sessions_connected > 0 && step.packets_received == 0 {
         notes.push(
             "no echo received: the server sent no audio back on m-line 0 during the window".into(),
         );
@@ -612,8 +809,54 @@ fn notes(step: &StepResult, have_pid: bool) -> Vec<String> {
             step.packets_skipped
         ));
     }
+    if let Some(v) = &step.video {
+        notes.extend(video_notes(v, step.sessions_connected));
+    }
     if have_pid && step.server.is_none() {
         notes.push("server process could not be read (exited?)".into());
+    }
+    notes
+}
+
+/// What a reader should know about a step's video.
+fn video_notes(v: &VideoStep, connected: usize) -> Vec<String> {
+    let mut notes = Vec::new();
+    if connected > 0 && v.frames_received == 0 {
+        notes.push("no video back: the server sent nothing on the camera m-line".into());
+        return notes;
+    }
+    if v.sessions_receiving < connected {
+        notes.push(format!(
+            "only {} of {connected} connected sessions received video",
+            v.sessions_receiving
+        ));
+    }
+    if let (Some(sent), Some(back)) = (v.fps_sent_per_session, v.fps_received_per_session) {
+        if back < 0.9 * sent {
+            notes.push(format!(
+                "{back:.1} frames/s came back per session of {sent:.1} sent: the server dropped frames"
+            ));
+        }
+    }
+    if v.frames_decoded > 0 && v.stamps_matched == 0 {
+        notes.push("video came back but no stamp in it matched a frame sent".into());
+    } else if v.frames_decoded > 0 && v.stamps_unreadable * 10 > v.frames_decoded {
+        notes.push(format!(
+            "{} of {} decoded frames had an unreadable stamp",
+            v.stamps_unreadable, v.frames_decoded
+        ));
+    }
+    if v.decode_errors > 0 {
+        notes.push(format!(
+            "{} frames came back undecodable ({} keyframe requests sent)",
+            v.decode_errors, v.plis_sent
+        ));
+    }
+    if v.slots_skipped > 0 {
+        notes.push(format!(
+            "the load generator fell behind its frame clock ({} frame slots skipped)",
+            v.slots_skipped
+        ));
     }
     notes
 }
@@ -621,6 +864,32 @@ fn notes(step: &StepResult, have_pid: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_notes_say_what_is_missing() {
+        let none = VideoStep::default();
+        assert_eq!(
+            video_notes(&none, 4),
+            vec!["no video back: the server sent nothing on the camera m-line".to_string()]
+        );
+        let dropping = VideoStep {
+            sessions_receiving: 4,
+            frames_received: 100,
+            fps_sent_per_session: Some(30.0),
+            fps_received_per_session: Some(20.0),
+            frames_decoded: 50,
+            stamps_matched: 50,
+            ..VideoStep::default()
+        };
+        let notes = video_notes(&dropping, 4);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("dropped frames"), "{notes:?}");
+        let fine = VideoStep {
+            fps_received_per_session: Some(29.5),
+            ..dropping
+        };
+        assert_eq!(video_notes(&fine, 4), Vec::<String>::new());
+    }
 
     #[test]
     fn measured_sessions_are_spread() {
@@ -636,6 +905,7 @@ mod tests {
         let step = StepResult {
             sessions_requested: 10,
             sessions_connected: 10,
+            packets_sent: 5000,
             markers_sent: 50,
             ..StepResult::default()
         };
@@ -652,6 +922,7 @@ mod tests {
             sessions_requested: 10,
             sessions_connected: 10,
             sessions_echoing: 10,
+            packets_sent: 5000,
             packets_received: 5000,
             markers_sent: 100,
             markers_detected: 99,

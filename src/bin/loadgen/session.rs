@@ -1,5 +1,6 @@
 //! One client session: a str0m offerer shaped like the official JS client, on its own UDP
-//! socket, sending the pre-encoded clip on the shared clock.
+//! socket, sending the pre-encoded clip on the shared clock, and in video mode the
+//! pre-encoded camera loop ([`crate::video`]) on its own frame clock.
 //!
 //! A session task wakes for three reasons only: datagrams on its socket (read in a batch), a
 //! tick of the shared clock for its phase (send the due packet, run str0m's timers if due), or
@@ -9,6 +10,11 @@
 //!
 //! Sessions are spread over [`PHASES`] phases 5 ms apart, so that a clock tick wakes a quarter
 //! of them and the packets of N sessions leave in four small bursts per 20 ms, not one.
+//!
+//! Video frames are due every 1/fps from the moment the session connected, so sessions that
+//! connected at different times send their frames at different moments. A video frame that is
+//! late is sent late rather than skipped (skipping one would break the loop's prediction
+//! chain); the time slots it missed are skipped instead.
 
 use std::collections::VecDeque;
 use std::io;
@@ -22,7 +28,7 @@ use str0m::change::SdpAnswer;
 use str0m::channel::ChannelId;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
@@ -30,6 +36,7 @@ use tokio::sync::watch;
 
 use crate::audio::{Clip, MarkerDetector, PACKETS_PER_SECOND, SAMPLES_PER_PACKET};
 use crate::http::{self, Target};
+use crate::video::{Read, StampReader, VideoClip, VIDEO_CLOCK_HZ};
 
 /// Phases of the shared clock: sessions `i` with the same `i % PHASES` send together.
 pub const PHASES: usize = 4;
@@ -45,6 +52,10 @@ const TIMER_SLACK: Duration = Duration::from_millis(20);
 const RECV_BATCH: usize = 64;
 /// Sent markers remembered while waiting for their echo (a minute of them).
 const MAX_PENDING_MARKERS: usize = 60;
+/// Sent video frames remembered while waiting for their echo (10 s at 30 fps).
+const MAX_PENDING_FRAMES: usize = 300;
+/// A measured session asks the server for a keyframe at most this often.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// Timeout of the offer POST.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -167,6 +178,30 @@ pub struct SessionStats {
     pub bot_ready: AtomicBool,
     /// Round trips of a measured session.
     pub rtts: Mutex<Vec<RttSample>>,
+    /// Video frames handed to str0m.
+    pub video_frames_sent: AtomicU64,
+    /// Video frames received on the camera m-line.
+    pub video_frames_received: AtomicU64,
+    /// Video time slots skipped because the session fell behind its frame clock.
+    pub video_slots_skipped: AtomicU64,
+    /// Stamped frames sent (measured sessions only).
+    pub video_stamps_sent: AtomicU64,
+    /// Received frames decoded to a picture (measured sessions only).
+    pub video_frames_decoded: AtomicU64,
+    /// Received frames that failed to decode (measured sessions only).
+    pub video_decode_errors: AtomicU64,
+    /// Decoded frames whose stamp could not be read (measured sessions only).
+    pub video_stamps_unreadable: AtomicU64,
+    /// Decoded frames whose stamp matched a sent frame: the ones timed.
+    pub video_stamps_matched: AtomicU64,
+    /// Decoded frames whose stamp matched nothing sent.
+    pub video_stamps_unmatched: AtomicU64,
+    /// Keyframe requests (PLI/FIR) from the server.
+    pub video_keyframe_requests: AtomicU64,
+    /// Keyframe requests sent to the server (measured sessions, after a frame failed to decode).
+    pub video_plis_sent: AtomicU64,
+    /// Video round trips of a measured session.
+    pub video_rtts: Mutex<Vec<RttSample>>,
     /// Why the session failed or ended.
     pub error: Mutex<Option<String>>,
 }
@@ -206,8 +241,10 @@ pub struct Env {
     pub stop: watch::Receiver<bool>,
     /// Packet 0 of the clock was due at this instant.
     pub epoch: Instant,
-    /// Offer a camera video m-line too (sendrecv; nothing is sent on it yet).
-    pub video: bool,
+    /// In video mode, the camera loop every session sends on m-line 1.
+    pub video: Option<Arc<VideoClip>>,
+    /// Send the audio clip (the audio m-line is offered either way, as the JS client does).
+    pub audio: bool,
     /// Send the JS client's `ping: <ms>` on the data channel every second.
     pub pings: bool,
     /// A session not connected this long after it started fails.
@@ -222,16 +259,32 @@ pub struct Env {
 /// before the echo path was up never come back); after that, each is matched to the oldest
 /// unmatched one with its id, and the ones skipped over were lost. Eight ids keep this right
 /// through up to seven lost markers in a row, however long the round trip.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MarkerLog {
     pending: VecDeque<(u8, Instant)>,
     synced: bool,
+    capacity: usize,
+}
+
+impl Default for MarkerLog {
+    fn default() -> Self {
+        MarkerLog::with_capacity(MAX_PENDING_MARKERS)
+    }
 }
 
 impl MarkerLog {
+    /// A log that remembers the last `capacity` sent markers.
+    pub fn with_capacity(capacity: usize) -> Self {
+        MarkerLog {
+            pending: VecDeque::with_capacity(capacity),
+            synced: false,
+            capacity: capacity.max(1),
+        }
+    }
+
     /// Remembers that marker `id` left at `at`.
     pub fn sent(&mut self, id: u8, at: Instant) {
-        if self.pending.len() >= MAX_PENDING_MARKERS {
+        if self.pending.len() >= self.capacity {
             self.pending.pop_front();
         }
         self.pending.push_back((id, at));
@@ -262,6 +315,31 @@ struct Measure {
     log: MarkerLog,
 }
 
+/// Where a session is in sending its camera loop.
+struct VideoSend {
+    /// Slot 0 was due at this instant (when the session connected).
+    epoch: Instant,
+    /// Time between frames.
+    period: Duration,
+    /// The next time slot to send in.
+    next_slot: u64,
+    /// The next position in the loop to send.
+    position: usize,
+}
+
+impl VideoSend {
+    fn due(&self, slot: u64) -> Instant {
+        self.epoch + self.period.mul_f64(slot as f64)
+    }
+}
+
+/// The per-frame work of a session whose video is measured.
+struct VideoMeasure {
+    reader: StampReader,
+    log: MarkerLog,
+    last_pli: Option<Instant>,
+}
+
 /// The session's state inside its task.
 struct Peer<'a> {
     rtc: Rtc,
@@ -271,8 +349,12 @@ struct Peer<'a> {
     stats: &'a SessionStats,
     index: usize,
     audio_mid: Mid,
+    video_mid: Option<Mid>,
     channel: Option<ChannelId>,
     pt: Option<Pt>,
+    vp8_pt: Option<Pt>,
+    video_send: Option<VideoSend>,
+    video_measure: Option<VideoMeasure>,
     /// The next packet number to send (None until connected).
     next_packet: Option<u64>,
     measure: Option<Measure>,
@@ -295,14 +377,24 @@ fn unix_ms() -> u128 {
 }
 
 /// Runs session `index` until the stop signal, a failure or the server closing it.
-pub async fn run(index: usize, measured: bool, env: Arc<Env>, stats: Arc<SessionStats>) {
-    let result = session(index, measured, &env, &stats).await;
+///
+/// `measured`: decode and time the audio echo; `video_measured`: decode and time the video echo
+/// (video mode only).
+pub async fn run(
+    index: usize,
+    measured: bool,
+    video_measured: bool,
+    env: Arc<Env>,
+    stats: Arc<SessionStats>,
+) {
+    let result = session(index, measured, video_measured, &env, &stats).await;
     stats.end(result.err());
 }
 
 async fn session(
     index: usize,
     measured: bool,
+    video_measured: bool,
     env: &Env,
     stats: &SessionStats,
 ) -> Result<(), String> {
@@ -320,8 +412,9 @@ async fn session(
         .enable_opus(true, false)
         // Hand every audio packet over at once, gap or not: a round trip is a network figure.
         .set_reordering_size_audio(0);
-    if env.video {
-        config = config.enable_vp8(true).enable_h264(true);
+    if env.video.is_some() {
+        // The benchmark is of VP8: offer nothing else, so the server cannot pick H.264.
+        config = config.enable_vp8(true);
     }
     let mut rtc = config.build(Instant::now());
     let candidate =
@@ -330,9 +423,10 @@ async fn session(
         .ok_or("str0m refused the host candidate")?;
     let mut api = rtc.sdp_api();
     let audio_mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-    if env.video {
-        api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
-    }
+    let video_mid = env
+        .video
+        .is_some()
+        .then(|| api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
     api.add_channel("chat".to_string());
     let (offer, pending) = api.apply().ok_or("str0m made no offer")?;
 
@@ -373,6 +467,15 @@ async fn session(
     } else {
         None
     };
+    let video_measure = if video_measured && env.video.is_some() {
+        Some(VideoMeasure {
+            reader: StampReader::new().map_err(|e| format!("VP8 decoder: {e}"))?,
+            log: MarkerLog::with_capacity(MAX_PENDING_FRAMES),
+            last_pli: None,
+        })
+    } else {
+        None
+    };
     let mut peer = Peer {
         rtc,
         socket,
@@ -381,8 +484,12 @@ async fn session(
         stats,
         index,
         audio_mid,
+        video_mid,
         channel: None,
         pt: None,
+        vp8_pt: None,
+        video_send: None,
+        video_measure,
         next_packet: None,
         measure,
         started,
@@ -401,6 +508,8 @@ impl Peer<'_> {
         let mut buf = vec![0u8; 2048];
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
+        let video_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(video_timer);
         loop {
             if *stop.borrow_and_update() {
                 return self.close();
@@ -424,6 +533,10 @@ impl Peer<'_> {
             if timer_armed {
                 timer.as_mut().reset(deadline.into());
             }
+            let video_due = self.video_send.as_ref().map(|v| v.due(v.next_slot));
+            if let Some(due) = video_due {
+                video_timer.as_mut().reset(due.into());
+            }
             tokio::select! {
                 biased;
                 _ = stop.changed() => {}
@@ -443,6 +556,7 @@ impl Peer<'_> {
                     }
                 }
                 _ = &mut timer, if timer_armed => self.timeout(Instant::now()),
+                _ = &mut video_timer, if video_due.is_some() => self.send_video(),
             }
         }
     }
@@ -495,6 +609,14 @@ impl Peer<'_> {
         match event {
             Event::Connected => {
                 self.connected = true;
+                if let Some(clip) = &self.env.video {
+                    self.video_send = Some(VideoSend {
+                        epoch: Instant::now(),
+                        period: Duration::from_secs_f64(1.0 / f64::from(clip.spec.fps)),
+                        next_slot: 0,
+                        position: 0,
+                    });
+                }
                 self.stats.connect_us.store(
                     self.started.elapsed().as_micros().max(1) as u64,
                     Ordering::Relaxed,
@@ -507,7 +629,8 @@ impl Peer<'_> {
                 // What the JS client says as soon as its channel opens: the state of its
                 // microphone and camera, then RTVI `client-ready`.
                 if let Some(mut channel) = self.rtc.channel(id) {
-                    for (index, enabled) in [(0, true), (1, false)] {
+                    let camera = self.env.video.is_some();
+                    for (index, enabled) in [(0, self.env.audio), (1, camera)] {
                         let status = json!({
                             "type": "signalling",
                             "message": {"type": "trackStatus", "receiver_index": index, "enabled": enabled},
@@ -556,8 +679,157 @@ impl Peer<'_> {
                         .store(measure.detector.decode_errors, Ordering::Relaxed);
                 }
             }
+            Event::MediaData(data) if Some(data.mid) == self.video_mid => {
+                self.stats
+                    .video_frames_received
+                    .fetch_add(1, Ordering::Relaxed);
+                self.measure_video(&data.data);
+            }
+            Event::KeyframeRequest(request) if Some(request.mid) == self.video_mid => {
+                self.stats
+                    .video_keyframe_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                // The loop starts with its keyframe: start it again with the next frame.
+                if let Some(send) = &mut self.video_send {
+                    send.position = 0;
+                }
+            }
             Event::Closed => self.remote_closed = true,
             _ => {}
+        }
+    }
+
+    /// Decodes a video frame received by a measured session, reads its stamp and times it.
+    fn measure_video(&mut self, frame: &[u8]) {
+        let Some(measure) = &mut self.video_measure else {
+            return;
+        };
+        let read = measure.reader.push(frame);
+        let now = Instant::now();
+        match read {
+            Read::Stamp(id) => {
+                self.stats
+                    .video_frames_decoded
+                    .fetch_add(1, Ordering::Relaxed);
+                match measure.log.found(id, now) {
+                    Some(sent) => {
+                        self.stats
+                            .video_stamps_matched
+                            .fetch_add(1, Ordering::Relaxed);
+                        let rtt_ms = now.duration_since(sent).as_secs_f64() * 1e3;
+                        self.stats
+                            .video_rtts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(RttSample { at: now, rtt_ms });
+                    }
+                    None => {
+                        self.stats
+                            .video_stamps_unmatched
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Read::Unreadable => {
+                self.stats
+                    .video_frames_decoded
+                    .fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .video_stamps_unreadable
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Read::Nothing => {}
+            Read::NeedKeyframe => {
+                self.stats
+                    .video_decode_errors
+                    .store(measure.reader.decode_errors, Ordering::Relaxed);
+                // What a browser does: ask for a keyframe (PLI), not too often.
+                if measure
+                    .last_pli
+                    .is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL)
+                {
+                    let asked = self
+                        .video_mid
+                        .and_then(|mid| self.rtc.writer(mid))
+                        .is_some_and(|mut w| {
+                            w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+                        });
+                    if asked {
+                        measure.last_pli = Some(now);
+                        self.stats.video_plis_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The VP8 payload type the server accepted on the camera m-line.
+    fn vp8_pt(&mut self) -> Option<Pt> {
+        if self.vp8_pt.is_none() {
+            let writer = self.rtc.writer(self.video_mid?)?;
+            self.vp8_pt = writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .map(|p| p.pt());
+        }
+        self.vp8_pt
+    }
+
+    /// Sends the next frame of the camera loop in the newest time slot that is due.
+    fn send_video(&mut self) {
+        let Some(clip) = self.env.video.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(send) = &self.video_send else {
+            return;
+        };
+        // The newest slot due now (never one before `next_slot`).
+        let elapsed = now.saturating_duration_since(send.epoch).as_secs_f64();
+        let slot = ((elapsed / send.period.as_secs_f64()) as u64).max(send.next_slot);
+        let skipped = slot - send.next_slot;
+        let wallclock = send.due(slot);
+        let position = send.position;
+        if !self.rtc.is_connected() {
+            // Nothing is sent while ICE is down; start again at the keyframe when it is up.
+            if let Some(send) = &mut self.video_send {
+                send.next_slot = slot + 1;
+                send.position = 0;
+            }
+            return;
+        }
+        if skipped > 0 {
+            self.stats
+                .video_slots_skipped
+                .fetch_add(skipped, Ordering::Relaxed);
+        }
+        let sent = match (self.vp8_pt(), self.video_mid) {
+            (Some(pt), Some(mid)) => {
+                let step = VIDEO_CLOCK_HZ / u64::from(clip.spec.fps);
+                let time = MediaTime::new(slot * step, Frequency::NINETY_KHZ);
+                self.rtc.writer(mid).is_some_and(|writer| {
+                    writer
+                        .write(pt, wallclock, time, clip.frames[position].clone())
+                        .is_ok()
+                })
+            }
+            _ => false,
+        };
+        if let Some(send) = &mut self.video_send {
+            send.next_slot = slot + 1;
+            // A frame not sent breaks the chain: the next one sent is the keyframe.
+            send.position = if sent { (position + 1) % clip.len() } else { 0 };
+        }
+        if !sent {
+            return;
+        }
+        self.stats.video_frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.env
+            .late
+            .record(Instant::now().saturating_duration_since(wallclock));
+        if let Some(measure) = &mut self.video_measure {
+            measure.log.sent(position as u8, Instant::now());
+            self.stats.video_stamps_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -575,6 +847,10 @@ impl Peer<'_> {
 
     /// Sends every packet due up to packet `due` (normally exactly that one).
     fn send_due(&mut self, due: u64, phase: usize) {
+        if !self.env.audio {
+            self.send_pings(due);
+            return;
+        }
         if !self.connected || !self.rtc.is_connected() {
             // Nothing is sent while ICE is down; start afresh when it is up again.
             self.next_packet = None;
@@ -621,6 +897,17 @@ impl Peer<'_> {
             }
         }
         self.next_packet = Some(due + 1);
+    }
+
+    /// Without audio, the JS client's once-a-second ping still goes out, on packet `due`'s tick.
+    fn send_pings(&mut self, due: u64) {
+        let at = (due + (self.index * 17) as u64) as usize % PACKETS_PER_SECOND;
+        if !self.env.pings || !self.connected || at != PACKETS_PER_SECOND / 2 {
+            return;
+        }
+        if let Some(mut channel) = self.channel.and_then(|id| self.rtc.channel(id)) {
+            let _ = channel.write(false, format!("ping: {}", unix_ms()).as_bytes());
+        }
     }
 
     /// Closes politely (RTCP BYE, SCTP shutdown, DTLS close_notify) and sends what that makes.
