@@ -14,7 +14,7 @@ use super::rtvi::{self, BotAbout, Capabilities};
 use super::BotArgs;
 use crate::transport::{
     InputFrame, OutputAudioRawFrame, OutputImageRawFrame, SmallWebRtcTransport, TransportEvent,
-    TransportParams, VideoFormat,
+    TransportParams, UserImageRawFrame, VideoFormat,
 };
 use crate::SmallWebRtcConnection;
 
@@ -78,6 +78,26 @@ pub fn params() -> TransportParams {
 
 /// Runs the echo bot until the session closes.
 pub async fn run(args: BotArgs) {
+    run_with(args, unchanged).await
+}
+
+/// What a bot built on the echo does to each camera image (I420, see
+/// [`params`]) before sending it back; `None` sends nothing for it. It runs on
+/// the video task, never on the audio loop.
+pub(crate) type ImageTransform = fn(UserImageRawFrame) -> Option<OutputImageRawFrame>;
+
+/// The echo's image "transform": the image as it came.
+fn unchanged(image: UserImageRawFrame) -> Option<OutputImageRawFrame> {
+    Some(OutputImageRawFrame {
+        image: image.image,
+        size: image.size,
+        format: image.format,
+    })
+}
+
+/// The echo bot, with each camera image passed through `transform` on its way
+/// back (the `video-transform` bot is this with a visible transformation).
+pub(crate) async fn run_with(args: BotArgs, transform: ImageTransform) {
     let connection = args.connection;
     let transport = match SmallWebRtcTransport::new(connection.clone(), params()) {
         Ok(t) => t,
@@ -92,10 +112,13 @@ pub async fn run(args: BotArgs) {
     let about = about();
     // Images are resized and converted on their own task, so video work can
     // never delay the audio echo. At most one image waits; a newer one replaces it.
-    let (images, mut images_rx) = tokio::sync::mpsc::channel::<OutputImageRawFrame>(1);
+    let (images, mut images_rx) = tokio::sync::mpsc::channel::<UserImageRawFrame>(1);
     let video_output = output.clone();
     tokio::spawn(async move {
-        while let Some(frame) = images_rx.recv().await {
+        while let Some(image) = images_rx.recv().await {
+            let Some(frame) = transform(image) else {
+                continue;
+            };
             if let Err(e) = video_output.send_image(frame) {
                 tracing::debug!("echo image not sent: {e}");
             }
@@ -123,13 +146,8 @@ pub async fn run(args: BotArgs) {
                     }
                 }
                 Some(InputFrame::Image(image)) => {
-                    let frame = OutputImageRawFrame {
-                        image: image.image,
-                        size: image.size,
-                        format: image.format,
-                    };
                     // Full: the video task is busy with the previous image; skip this one.
-                    let _ = images.try_send(frame);
+                    let _ = images.try_send(image);
                 }
                 Some(_) => {}
                 None => return,

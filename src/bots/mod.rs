@@ -32,6 +32,7 @@ use crate::SmallWebRtcConnection;
 
 pub mod echo;
 pub mod rtvi;
+pub mod video_transform;
 
 /// What a bot gets when its session starts.
 #[derive(Debug, Clone)]
@@ -64,17 +65,19 @@ where
 }
 
 /// The names of the bots built into the server.
-pub const BOT_NAMES: &[&str] = &["echo"];
+pub const BOT_NAMES: &[&str] = &["echo", "video-transform"];
 
 /// A built-in bot by name.
 ///
 /// ```
 /// assert!(smallwebrtc::bots::by_name("echo").is_some());
+/// assert!(smallwebrtc::bots::by_name("video-transform").is_some());
 /// assert!(smallwebrtc::bots::by_name("nope").is_none());
 /// ```
 pub fn by_name(name: &str) -> Option<Arc<dyn Bot>> {
     match name {
         "echo" => Some(Arc::new(echo::run)),
+        "video-transform" => Some(Arc::new(video_transform::run)),
         _ => None,
     }
 }
