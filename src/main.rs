@@ -47,7 +47,7 @@ struct ServeArgs {
     /// HTTP port.
     #[arg(long, default_value_t = 7860)]
     port: u16,
-    /// The bot each session runs.
+    /// The bot each session runs: echo or video-transform (bots::BOT_NAMES).
     #[arg(long, default_value = "echo")]
     bot: String,
     /// ICE servers: bare URLs, JSON objects {"urls","username","credential"},
