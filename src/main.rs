@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use smallwebrtc::bots;
 use smallwebrtc::http::cluster::parse_peer;
+use smallwebrtc::net::PortRange;
 use smallwebrtc::server::{Server, ServerConfig, TlsConfig};
 use smallwebrtc::signaling::ice_servers::parse_ice_server_args;
 use smallwebrtc::ConnectionMode;
@@ -67,8 +68,21 @@ struct ServeArgs {
     /// The UDP port every session shares (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     udp_port: u16,
-    /// An extra host candidate IP (for a server behind a 1:1 NAT). May be repeated.
-    #[arg(long = "public-ip", value_name = "IP")]
+    /// Instead of one shared UDP port: a port per session from LOW-HIGH (e.g.
+    /// 40000-40099), given back when the session ends; offers beyond the range
+    /// get 503.
+    #[arg(long, value_name = "LOW-HIGH", conflicts_with = "udp_port")]
+    udp_port_range: Option<PortRange>,
+    /// The public IP of a 1:1 NAT in front of this host (a cloud VM's public
+    /// address): announced as an extra host candidate on the same UDP port.
+    /// Comma-separated or repeated; alias --nat-1to1. Default: env
+    /// SMALLWEBRTC_PUBLIC_IP (empty = none).
+    #[arg(
+        long = "public-ip",
+        visible_alias = "nat-1to1",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
     public_ips: Vec<IpAddr>,
     /// CORS origins allowed (comma-separated); default: any.
     #[arg(long, value_delimiter = ',')]
@@ -134,6 +148,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map(|p| parse_peer(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
+    let public_ips = if args.public_ips.is_empty() {
+        public_ips_from_env()?
+    } else {
+        args.public_ips
+    };
     let config = ServerConfig {
         host: args.host,
         port: args.port,
@@ -145,7 +164,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         esp32: args.esp32,
         udp_port: args.udp_port,
-        public_ips: args.public_ips,
+        udp_port_range: args.udp_port_range,
+        public_ips,
         allowed_origins: args.allowed_origins,
         max_sessions: match args.max_sessions {
             Some(0) => None,
@@ -165,15 +185,35 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.http_addr();
     let scheme = if server.is_https() { "https" } else { "http" };
-    println!(
-        "smallwebrtc listening on {scheme}://{addr} (UDP port {}); open {scheme}://{addr}/client/",
-        server.udp_port()
-    );
+    let udp = match server.udp_port_range() {
+        Some(range) => format!("UDP ports {range}, one per session"),
+        None => format!("UDP port {}", server.udp_port()),
+    };
+    println!("smallwebrtc listening on {scheme}://{addr} ({udp}); open {scheme}://{addr}/client/");
     server
         .run(shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }
+
+/// `SMALLWEBRTC_PUBLIC_IP`: comma-separated IPs. Read by hand rather than by
+/// clap, so a container may set it empty (`-e SMALLWEBRTC_PUBLIC_IP=`) to mean none.
+fn public_ips_from_env() -> Result<Vec<IpAddr>, String> {
+    let Ok(value) = std::env::var(PUBLIC_IP_ENV) else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|e| format!("{PUBLIC_IP_ENV}: {s:?} is not an IP address ({e})"))
+        })
+        .collect()
+}
+
+const PUBLIC_IP_ENV: &str = "SMALLWEBRTC_PUBLIC_IP";
 
 /// Sessions one machine should take: an echo session costs well under 0.5% of a
 /// core, so 250 per core leaves headroom for bots that do real work.

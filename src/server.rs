@@ -28,7 +28,7 @@ use crate::http::cluster::Cluster;
 use crate::http::tls::{TlsIdentity, TlsListener};
 use crate::http::{router, AppState, RouterConfig};
 use crate::net::gather::host_ips;
-use crate::net::UdpMux;
+use crate::net::{PortRange, UdpMux};
 use crate::peer::{Endpoint, EndpointConfig, Timeouts};
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::{ConnectionMode, HandlerConfig, SmallWebRtcRequestHandler};
@@ -50,7 +50,12 @@ pub struct ServerConfig {
     pub esp32: bool,
     /// The UDP port every session shares (0 picks a free one).
     pub udp_port: u16,
-    /// Extra host-candidate IPs, for a server behind a 1:1 NAT.
+    /// Instead of one shared port: a port per session, leased from this range
+    /// and given back when the session ends (`--udp-port-range`). Offers that
+    /// find every port taken get 503. Needs `udp_port` 0.
+    pub udp_port_range: Option<PortRange>,
+    /// Extra host-candidate IPs, announced with the sessions' port, for a
+    /// server behind a 1:1 NAT (`--public-ip` / `--nat-1to1`).
     pub public_ips: Vec<IpAddr>,
     /// CORS origins; empty allows any.
     pub allowed_origins: Vec<String>,
@@ -79,6 +84,7 @@ impl Default for ServerConfig {
             connection_mode: ConnectionMode::Multiple,
             esp32: false,
             udp_port: 0,
+            udp_port_range: None,
             public_ips: Vec::new(),
             allowed_origins: Vec::new(),
             max_sessions: None,
@@ -100,6 +106,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("connection_mode", &self.connection_mode)
             .field("esp32", &self.esp32)
             .field("udp_port", &self.udp_port)
+            .field("udp_port_range", &self.udp_port_range)
+            .field("public_ips", &self.public_ips)
             .finish_non_exhaustive()
     }
 }
@@ -156,7 +164,27 @@ impl Server {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         init_crypto();
         let ips = host_ips(&config.host).await?;
-        let mux = UdpMux::bind(&ips, config.udp_port).await?;
+        let mux = match config.udp_port_range {
+            None => UdpMux::bind(&ips, config.udp_port).await?,
+            Some(_) if config.udp_port != 0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--udp-port and --udp-port-range cannot be used together: one shared \
+                     port, or a port per session from a range",
+                ))
+            }
+            // TURN allocations live on the shared port, which a range has not.
+            Some(range) if !crate::peer::endpoint::turn_servers(&config.ice_servers).is_empty() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "--udp-port-range {range} cannot be used with TURN servers in \
+                         --ice-servers (relays need the shared port): use --udp-port"
+                    ),
+                ))
+            }
+            Some(range) => UdpMux::bind_range(&ips, range)?,
+        };
         let endpoint = Endpoint::new(
             mux.clone(),
             EndpointConfig {
@@ -254,9 +282,25 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// The shared UDP port.
+    /// The shared UDP port (0 with a port range).
     pub fn udp_port(&self) -> u16 {
         self.mux.port()
+    }
+
+    /// The range sessions lease their UDP port from, if configured.
+    pub fn udp_port_range(&self) -> Option<PortRange> {
+        self.mux.port_range()
+    }
+
+    /// How many ports of the range sessions hold right now (0 without a range).
+    pub fn udp_ports_in_use(&self) -> usize {
+        self.mux.ports_in_use()
+    }
+
+    /// The UDP mux (a clone: it stays usable after [`run`](Self::run) takes the
+    /// server), e.g. to watch [`UdpMux::ports_in_use`] or the shared addresses.
+    pub fn udp_mux(&self) -> UdpMux {
+        self.mux.clone()
     }
 
     /// The request handler (sessions, ICE servers).

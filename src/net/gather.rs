@@ -27,18 +27,24 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// The IPs to bind the shared UDP port on, for a server listening on `host`.
 ///
-/// - a loopback host (`localhost`, `127.0.0.1`, `::1`) → `127.0.0.1`, so loopback
-///   clients connect;
+/// - `localhost` → `127.0.0.1`, and `::1` too when this machine has it, so
+///   loopback clients of either family connect;
+/// - `127.x.y.z` → `127.0.0.1`; `::1` → `::1`;
 /// - `0.0.0.0` → every non-loopback IPv4 interface address (loopback if there is none);
 /// - `::` → every non-loopback interface address, IPv4 and IPv6;
 /// - an IP → that IP;
 /// - a name → what it resolves to.
 pub async fn host_ips(host: &str) -> io::Result<Vec<IpAddr>> {
-    if is_loopback_host(host) {
-        return Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-    }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") {
+        let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        if has_ipv6_loopback() {
+            ips.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        }
+        return Ok(ips);
+    }
     match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) if v4.is_loopback() => Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
         Ok(IpAddr::V4(v4)) if v4.is_unspecified() => Ok(interface_ips(false)),
         Ok(IpAddr::V6(v6)) if v6.is_unspecified() => Ok(interface_ips(true)),
         Ok(ip) => Ok(vec![ip]),
@@ -61,6 +67,11 @@ pub async fn host_ips(host: &str) -> io::Result<Vec<IpAddr>> {
             Ok(ips)
         }
     }
+}
+
+/// Whether `::1` can be bound here (IPv6 may be disabled, e.g. in containers).
+fn has_ipv6_loopback() -> bool {
+    std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
 }
 
 fn interface_ips(with_v6: bool) -> Vec<IpAddr> {
@@ -117,15 +128,22 @@ impl ReflexiveCache {
         }
     }
 
-    /// The reflexive address of each local socket, as seen by each STUN server
-    /// (`host:port`), as `(mapped, base)` pairs. Servers are asked concurrently;
-    /// failures are logged and skipped. Results (failures too) are cached.
-    pub async fn gather(&self, mux: &UdpMux, servers: &[String]) -> Vec<(SocketAddr, SocketAddr)> {
+    /// The reflexive address of each socket of `mux` bound on one of `locals`
+    /// (a session's addresses: the shared ones, or its own port's), as seen by
+    /// each STUN server (`host:port`), as `(mapped, base)` pairs. Servers are
+    /// asked concurrently; failures are logged and skipped. Results (failures
+    /// too) are cached.
+    pub async fn gather(
+        &self,
+        mux: &UdpMux,
+        locals: &[SocketAddr],
+        servers: &[String],
+    ) -> Vec<(SocketAddr, SocketAddr)> {
         let now = Instant::now();
         let mut jobs = Vec::new();
         let mut found = Vec::new();
         for server in servers {
-            for local in mux.local_addrs() {
+            for &local in locals {
                 let cached = self.lookup(server, local, now);
                 match cached {
                     Some(Some(mapped)) => found.push((mapped, local)),

@@ -1,7 +1,11 @@
-//! One UDP port for every session.
+//! One UDP port for every session (or, with a port range, one port per session).
 //!
 //! [`UdpMux`] owns the socket(s) (one per local IP, all on the same port) and a
-//! receive task per socket. Each datagram goes to the session that owns it:
+//! receive task per socket. With a [`PortRange`] ([`UdpMux::bind_range`]) there is
+//! no shared port: [`UdpMux::register`] leases a port of the range to each
+//! session (a socket per local IP on it) and the port goes back to the range when
+//! the session's [`MuxSession`] is dropped ([`super::ports`]). Routing is the same
+//! either way. Each datagram goes to the session that owns it:
 //!
 //! 1. by the (local, remote) address pair, once a session has talked to that remote;
 //! 2. else, for a STUN binding request, by the ufrag in its USERNAME, which is the
@@ -21,13 +25,14 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::ports::{PortPool, PortRange};
 use super::stun;
 use super::turn::RelayTable;
 use crate::metrics;
@@ -38,6 +43,14 @@ const SESSION_QUEUE: usize = 1024;
 
 /// Largest datagram we read; WebRTC stays under the path MTU, this is headroom.
 const RECV_BUFFER: usize = 4096;
+
+/// How long a new session waits for a port of the range that is still closing
+/// (its old session's receive task has yet to drop the socket: microseconds).
+const CLOSING_WAIT: Duration = Duration::from_secs(1);
+
+/// How often binding every IP on an OS-picked port is retried when that number
+/// is taken on another IP.
+const SHARED_PORT_ATTEMPTS: usize = 8;
 
 /// A datagram received for a session.
 #[derive(Debug)]
@@ -73,7 +86,14 @@ impl Routes {
 }
 
 pub(crate) struct Inner {
+    /// The shared sockets (none with a port range).
     sockets: Vec<Arc<UdpSocket>>,
+    /// The IPs sockets are bound on.
+    ips: Vec<IpAddr>,
+    /// With a port range: which of its ports are leased.
+    pool: Option<PortPool>,
+    /// Sockets leased to sessions, by address (for STUN queries from them).
+    leased: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>,
     routes: Mutex<Routes>,
     pending_stun: Mutex<HashMap<[u8; 12], oneshot::Sender<SocketAddr>>>,
     next_key: AtomicU64,
@@ -93,6 +113,24 @@ impl Inner {
     fn pending_stun(&self) -> MutexGuard<'_, HashMap<[u8; 12], oneshot::Sender<SocketAddr>>> {
         self.pending_stun.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn leased(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<UdpSocket>>> {
+        self.leased.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new(sockets: Vec<Arc<UdpSocket>>, ips: &[IpAddr], pool: Option<PortPool>) -> Arc<Inner> {
+        Arc::new(Inner {
+            sockets,
+            ips: ips.to_vec(),
+            pool,
+            leased: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Routes::default()),
+            pending_stun: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            tasks: Mutex::new(Vec::new()),
+            relays: Arc::new(RelayTable::default()),
+        })
+    }
 }
 
 /// The shared UDP endpoint. Cheap to clone.
@@ -103,6 +141,11 @@ impl Inner {
 ///
 /// let mux = UdpMux::bind(&["127.0.0.1".parse().unwrap()], 0).await?;
 /// println!("all sessions share UDP port {}", mux.port());
+///
+/// // Or a port per session, from a range a firewall opens:
+/// let ranged = UdpMux::bind_range(&["127.0.0.1".parse().unwrap()], "40000-40099".parse().unwrap())?;
+/// let (session, _datagrams) = ranged.register().await?; // leases one port of the range
+/// println!("this session uses {:?}", session.local_addrs());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -122,45 +165,81 @@ impl UdpMux {
     /// Binds one socket per IP, all on `port` (0 = let the OS pick one for the
     /// first socket and reuse that number for the rest), and starts receiving.
     pub async fn bind(ips: &[IpAddr], port: u16) -> io::Result<UdpMux> {
-        if ips.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no local IP address to bind the UDP port on",
-            ));
-        }
-        let mut sockets = Vec::with_capacity(ips.len());
-        let mut port = port;
-        for ip in ips {
-            let addr = SocketAddr::new(*ip, port);
-            let socket = UdpSocket::bind(addr)
-                .await
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
-            port = socket.local_addr()?.port();
-            sockets.push(Arc::new(socket));
-        }
-        let inner = Arc::new(Inner {
-            sockets,
-            routes: Mutex::new(Routes::default()),
-            pending_stun: Mutex::new(HashMap::new()),
-            next_key: AtomicU64::new(1),
-            tasks: Mutex::new(Vec::new()),
-            relays: Arc::new(RelayTable::default()),
-        });
+        check_ips(ips)?;
+        let mut attempt = 1;
+        let sockets = loop {
+            match bind_shared(ips, port).await {
+                // The OS picked a number free on the first IP but taken on
+                // another: pick again rather than fail at start-up.
+                Err(e)
+                    if port == 0
+                        && e.kind() == io::ErrorKind::AddrInUse
+                        && attempt < SHARED_PORT_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                result => break result?,
+            }
+        };
+        let inner = Inner::new(sockets, ips, None);
         let tasks = inner
             .sockets
             .iter()
-            .map(|s| tokio::spawn(receive_loop(Arc::downgrade(&inner), s.clone())))
+            .map(|s| tokio::spawn(receive_loop(Arc::downgrade(&inner), s.clone(), None)))
             .collect();
         *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(UdpMux { inner })
     }
 
-    /// The UDP port every session shares.
+    /// A mux with no shared port: each session [`register`](Self::register)s a
+    /// port of `range` of its own (a socket on it per IP), given back when the
+    /// session ends. Fails now, with the reason, if no port of the range can be
+    /// bound on every IP (permissions, an address that is not local, or all
+    /// taken by other programs).
+    pub fn bind_range(ips: &[IpAddr], range: PortRange) -> io::Result<UdpMux> {
+        check_ips(ips)?;
+        let mut last_error = None;
+        let usable = (range.low()..=range.high()).any(|port| match bind_std(ips, port) {
+            Ok(_probe) => true, // dropped at once: this only checks
+            Err(e) => {
+                last_error = Some(e);
+                false
+            }
+        });
+        if !usable {
+            let why = last_error.map(|e| e.to_string()).unwrap_or_default();
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("no port of the UDP port range {range} can be bound: {why}"),
+            ));
+        }
+        Ok(UdpMux {
+            inner: Inner::new(Vec::new(), ips, Some(PortPool::new(range))),
+        })
+    }
+
+    /// The UDP port every session shares (0 with a port range: see
+    /// [`port_range`](Self::port_range)).
     pub fn port(&self) -> u16 {
         self.local_addrs().first().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// The address of each bound socket.
+    /// The range sessions lease their port from, if the mux has one.
+    pub fn port_range(&self) -> Option<PortRange> {
+        self.inner.pool.as_ref().map(|p| p.range())
+    }
+
+    /// How many ports of the range are leased to sessions (or still closing);
+    /// 0 without a range.
+    pub fn ports_in_use(&self) -> usize {
+        self.inner.pool.as_ref().map_or(0, |p| {
+            let (leased, closing) = p.counts();
+            leased + closing
+        })
+    }
+
+    /// The address of each shared socket (none with a port range: a session's
+    /// own are [`MuxSession::local_addrs`]).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.inner
             .sockets
@@ -170,7 +249,16 @@ impl UdpMux {
     }
 
     /// Registers a new session: datagrams for it arrive on the returned receiver.
-    pub fn register(&self) -> (MuxSession, mpsc::Receiver<Datagram>) {
+    ///
+    /// With a port range this leases the session a port (one socket per IP),
+    /// which goes back to the range when the [`MuxSession`] is dropped. When every
+    /// port of the range is taken the error (kind `AddrInUse`) says so; a port
+    /// still closing from an ended session is waited for, briefly.
+    pub async fn register(&self) -> io::Result<(MuxSession, mpsc::Receiver<Datagram>)> {
+        let lease = match &self.inner.pool {
+            Some(pool) => Some(self.lease_port(pool).await?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         let session = MuxSession {
@@ -178,8 +266,82 @@ impl UdpMux {
             key,
             tx,
             known_addrs: HashSet::new(),
+            lease,
         };
-        (session, rx)
+        Ok((session, rx))
+    }
+
+    async fn lease_port(&self, pool: &PortPool) -> io::Result<PortLease> {
+        let range = pool.range();
+        let deadline = tokio::time::Instant::now() + CLOSING_WAIT;
+        loop {
+            let freed = pool.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let mut tried = HashSet::new();
+            let mut busy = 0;
+            let mut last_error = None;
+            while let Some(port) = pool.reserve(&tried) {
+                tried.insert(port);
+                match bind_std(&self.inner.ips, port) {
+                    Ok(sockets) => return Ok(self.start_lease(port, sockets)),
+                    Err(e) => {
+                        pool.unreserve(port);
+                        busy += 1;
+                        last_error = Some(e);
+                    }
+                }
+            }
+            let (leased, closing) = pool.counts();
+            if closing == 0 || tokio::time::Instant::now() >= deadline {
+                let mut message = format!(
+                    "no free UDP port in the range {range} ({} ports: {leased} used by sessions",
+                    range.len()
+                );
+                if closing > 0 {
+                    message.push_str(&format!(", {closing} closing"));
+                }
+                if busy > 0 {
+                    message.push_str(&format!(", {busy} busy outside this server"));
+                }
+                message.push_str("); retry later");
+                if let Some(e) = last_error.filter(|e| e.kind() != io::ErrorKind::AddrInUse) {
+                    message.push_str(&format!(" (last bind error: {e})"));
+                }
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, message));
+            }
+            let _ = tokio::time::timeout_at(deadline, freed).await;
+        }
+    }
+
+    fn start_lease(&self, port: u16, sockets: Vec<std::net::UdpSocket>) -> PortLease {
+        let (stop, stopped) = watch::channel(());
+        let mut lease = PortLease {
+            port,
+            sockets: Vec::with_capacity(sockets.len()),
+            stop: Some(stop),
+            inner: Arc::downgrade(&self.inner),
+        };
+        for socket in sockets {
+            let socket = match UdpSocket::from_std(socket) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    // Only fails outside a runtime, which `register` is not.
+                    tracing::warn!(port, "cannot use a leased UDP socket: {e}");
+                    continue;
+                }
+            };
+            if let Ok(addr) = socket.local_addr() {
+                self.inner.leased().insert(addr, socket.clone());
+            }
+            tokio::spawn(receive_loop(
+                Arc::downgrade(&self.inner),
+                socket.clone(),
+                Some((stopped.clone(), port)),
+            ));
+            lease.sockets.push(socket);
+        }
+        lease
     }
 
     pub(crate) fn socket_for(&self, local: SocketAddr) -> Option<&Arc<UdpSocket>> {
@@ -205,7 +367,9 @@ impl UdpMux {
         server: SocketAddr,
         timeout: Duration,
     ) -> io::Result<SocketAddr> {
-        let socket = self.socket_for(local).cloned().ok_or_else(|| {
+        let socket = self.socket_for(local).cloned();
+        let socket = socket.or_else(|| self.inner.leased().get(&local).cloned());
+        let socket = socket.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("no socket bound on {local}"),
@@ -261,6 +425,8 @@ pub struct MuxSession {
     key: SessionKey,
     tx: mpsc::Sender<Datagram>,
     known_addrs: HashSet<(SocketAddr, SocketAddr)>,
+    /// The session's own port, with a port range.
+    lease: Option<PortLease>,
 }
 
 impl std::fmt::Debug for MuxSession {
@@ -272,6 +438,24 @@ impl std::fmt::Debug for MuxSession {
 }
 
 impl MuxSession {
+    /// The local addresses this session is reached on: its leased port's
+    /// sockets with a port range, else the shared ones.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        match &self.lease {
+            Some(lease) => lease
+                .sockets
+                .iter()
+                .filter_map(|s| s.local_addr().ok())
+                .collect(),
+            None => self.mux.local_addrs(),
+        }
+    }
+
+    /// The port leased to this session, with a port range.
+    pub fn leased_port(&self) -> Option<u16> {
+        self.lease.as_ref().map(|l| l.port)
+    }
+
     /// Routes STUN binding requests whose USERNAME starts with `ufrag` to this session.
     pub fn claim_ufrag(&self, ufrag: &str) {
         self.mux.inner.routes().by_ufrag.insert(
@@ -307,7 +491,12 @@ impl MuxSession {
                     tx: self.tx.clone(),
                 });
         }
-        let Some(socket) = self.mux.socket_for(source) else {
+        let own = self.lease.as_ref().and_then(|l| {
+            l.sockets
+                .iter()
+                .find(|s| s.local_addr().ok() == Some(source))
+        });
+        let Some(socket) = own.or_else(|| self.mux.socket_for(source)) else {
             if let Some(relay) = self.mux.inner.relays.for_relay(source) {
                 relay.send(destination, contents);
             } else {
@@ -327,17 +516,83 @@ impl MuxSession {
 
 impl Drop for MuxSession {
     fn drop(&mut self) {
+        // Routes first, so nothing is delivered to this session on a port that
+        // may already be leased again.
         self.mux.inner.routes().forget(self.key);
     }
 }
 
-async fn receive_loop(inner: std::sync::Weak<Inner>, socket: Arc<UdpSocket>) {
+/// A port of the range, leased to one session: a socket per IP and their
+/// receive tasks. Dropping it closes them and gives the port back.
+struct PortLease {
+    port: u16,
+    sockets: Vec<Arc<UdpSocket>>,
+    /// Dropped to stop the receive tasks.
+    stop: Option<watch::Sender<()>>,
+    inner: Weak<Inner>,
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        {
+            let mut leased = inner.leased();
+            for socket in &self.sockets {
+                if let Ok(addr) = socket.local_addr() {
+                    leased.remove(&addr);
+                }
+            }
+        }
+        if let Some(pool) = &inner.pool {
+            // The receive task holds the last reference to each socket; the
+            // port is free once every one of them has ended.
+            pool.closing(self.port, self.sockets.len());
+        }
+        self.sockets.clear();
+        self.stop.take();
+    }
+}
+
+/// `stop`: for a leased socket, the lease's stop signal and its port; the task
+/// ends when the lease is dropped, closes the socket and tells the pool.
+async fn receive_loop(
+    inner: Weak<Inner>,
+    socket: Arc<UdpSocket>,
+    stop: Option<(watch::Receiver<()>, u16)>,
+) {
+    let (mut stop, _closed) = match stop {
+        Some((rx, port)) => (
+            Some(rx),
+            Some(PortClosed {
+                inner: inner.clone(),
+                port,
+            }),
+        ),
+        None => (None, None),
+    };
+    // Declared after the guard, so dropped before it, however the task ends:
+    // the port is free only once this socket is closed.
+    let socket = socket;
     let Ok(local) = socket.local_addr() else {
         return;
     };
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
-        let (len, source) = match socket.recv_from(&mut buf).await {
+        let stopped = async {
+            match stop.as_mut() {
+                // Only an error ever comes: the lease never sends, it is dropped.
+                Some(rx) => while rx.changed().await.is_ok() {},
+                None => std::future::pending().await,
+            }
+        };
+        let received = tokio::select! {
+            biased;
+            _ = stopped => break,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let (len, source) = match received {
             Ok(v) => v,
             Err(e) => {
                 // ICMP errors surface here on Linux (connection refused from an
@@ -352,6 +607,59 @@ async fn receive_loop(inner: std::sync::Weak<Inner>, socket: Arc<UdpSocket>) {
         let packet = &buf[..len];
         dispatch(&inner, local, source, packet);
     }
+}
+
+/// Tells the pool a leased socket is closed, when the receive task ends.
+struct PortClosed {
+    inner: Weak<Inner>,
+    port: u16,
+}
+
+impl Drop for PortClosed {
+    fn drop(&mut self) {
+        if let Some(pool) = self.inner.upgrade().as_ref().and_then(|i| i.pool.as_ref()) {
+            pool.socket_closed(self.port);
+        }
+    }
+}
+
+fn check_ips(ips: &[IpAddr]) -> io::Result<()> {
+    if ips.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no local IP address to bind the UDP port on",
+        ));
+    }
+    Ok(())
+}
+
+/// One socket per IP on `port` (0: the number the OS picks for the first).
+async fn bind_shared(ips: &[IpAddr], port: u16) -> io::Result<Vec<Arc<UdpSocket>>> {
+    let mut sockets = Vec::with_capacity(ips.len());
+    let mut port = port;
+    for ip in ips {
+        let addr = SocketAddr::new(*ip, port);
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
+        port = socket.local_addr()?.port();
+        sockets.push(Arc::new(socket));
+    }
+    Ok(sockets)
+}
+
+/// One non-blocking socket per IP on `port`, all or none (synchronous: binding
+/// does not block, and a half-bound port must not be left behind).
+fn bind_std(ips: &[IpAddr], port: u16) -> io::Result<Vec<std::net::UdpSocket>> {
+    ips.iter()
+        .map(|ip| {
+            let addr = SocketAddr::new(*ip, port);
+            let socket = std::net::UdpSocket::bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
+            socket.set_nonblocking(true)?;
+            Ok(socket)
+        })
+        .collect()
 }
 
 fn dispatch(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: &[u8]) {

@@ -116,6 +116,10 @@ pub enum PeerError {
     /// A trickled candidate could not be parsed.
     #[error("{0}")]
     InvalidCandidate(String),
+    /// The server cannot take the session now (every port of
+    /// `--udp-port-range` is in use); the message says why.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 enum Command {
@@ -153,6 +157,9 @@ struct Shared {
     closed: watch::Receiver<bool>,
     ice_servers: Vec<IceServer>,
     endpoint: Endpoint,
+    /// Where the session is reached (its own port, with a port range): a
+    /// `restart_pc` answer announces the same addresses.
+    local_addrs: Vec<std::net::SocketAddr>,
 }
 
 impl Shared {
@@ -214,8 +221,15 @@ impl SmallWebRtcConnection {
         sdp_type: &str,
     ) -> Result<SmallWebRtcConnection, PeerError> {
         check_type(sdp_type)?;
-        let candidates = endpoint.local_candidates(&ice_servers).await;
-        let (mux_session, datagrams) = endpoint.mux().register();
+        let (mux_session, datagrams) = endpoint
+            .mux()
+            .register()
+            .await
+            .map_err(|e| PeerError::Unavailable(e.to_string()))?;
+        let local_addrs = mux_session.local_addrs();
+        let candidates = endpoint
+            .local_candidates_at(&local_addrs, &ice_servers)
+            .await;
         let pc_id = endpoint.new_pc_id();
         let peer = Peer::accept(&mux_session, sdp, candidates, Instant::now())?;
         let answer = SmallWebRtcAnswer {
@@ -240,6 +254,7 @@ impl SmallWebRtcConnection {
             closed: closed_rx,
             ice_servers,
             endpoint: endpoint.clone(),
+            local_addrs,
         });
         let task = SessionTask::new(
             shared.clone(),
@@ -341,7 +356,7 @@ impl SmallWebRtcConnection {
         let candidates = if restart_pc {
             self.shared
                 .endpoint
-                .local_candidates(&self.shared.ice_servers)
+                .local_candidates_at(&self.shared.local_addrs, &self.shared.ice_servers)
                 .await
         } else {
             Vec::new()

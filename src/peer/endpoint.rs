@@ -49,8 +49,9 @@ impl Default for Timeouts {
 /// Settings of an [`Endpoint`].
 #[derive(Debug, Clone, Default)]
 pub struct EndpointConfig {
-    /// Extra host-candidate IPs announced on the shared port, for servers behind
-    /// a 1:1 NAT (`--public-ip`).
+    /// Extra host-candidate IPs, each announced with the port of the session's
+    /// own host candidates, for servers behind a 1:1 NAT (`--public-ip`, alias
+    /// `--nat-1to1`): a cloud VM whose public IP maps every port to its private IP.
     pub public_ips: Vec<IpAddr>,
     /// Prefix of every `pc_id` (a node id, for several machines).
     pub pc_id_prefix: String,
@@ -141,24 +142,41 @@ impl Endpoint {
         self.inner.relay_only.load(Ordering::Relaxed)
     }
 
-    /// Every candidate an answer should carry: a host candidate per bound socket,
-    /// one per `--public-ip`, the server-reflexive address from each STUN server
-    /// in `ice_servers`, and a relayed address from each TURN server in it (one
-    /// shared allocation per server; see [`crate::net::turn`]). With
-    /// [`relay_only`](Self::relay_only), just the relayed ones.
+    /// Every candidate an answer should carry, for a session on the shared
+    /// sockets: see [`local_candidates_at`](Self::local_candidates_at).
     pub async fn local_candidates(&self, ice_servers: &[IceServer]) -> Vec<Candidate> {
+        self.local_candidates_at(&self.inner.mux.local_addrs(), ice_servers)
+            .await
+    }
+
+    /// Every candidate an answer should carry for a session reached on
+    /// `locals` ([`MuxSession::local_addrs`](crate::net::MuxSession::local_addrs):
+    /// the shared sockets, or the session's own port of a port range): a host
+    /// candidate per address (IPv4 and IPv6 alike), one per `--public-ip` on
+    /// the same port, the server-reflexive address of each of them from each
+    /// STUN server in `ice_servers`, and a relayed address from each TURN server
+    /// in it (one shared allocation per server; see [`crate::net::turn`]). With
+    /// [`relay_only`](Self::relay_only), just the relayed ones.
+    pub async fn local_candidates_at(
+        &self,
+        locals: &[SocketAddr],
+        ice_servers: &[IceServer],
+    ) -> Vec<Candidate> {
         let mux = &self.inner.mux;
         let relay_only = self.relay_only();
-        let locals = mux.local_addrs();
         let mut out = Vec::new();
         if !relay_only {
-            for addr in &locals {
+            for addr in locals {
                 push_candidate(&mut out, Candidate::host(*addr, "udp"), addr);
             }
-            for ip in &self.inner.config.public_ips {
-                let addr = SocketAddr::new(*ip, mux.port());
-                if !locals.contains(&addr) {
-                    push_candidate(&mut out, Candidate::host(addr, "udp"), &addr);
+            // Every local address shares one port (the shared one, or the
+            // session's own): a 1:1 NAT maps the public IP's same port to it.
+            if let Some(port) = locals.first().map(|a| a.port()) {
+                for ip in &self.inner.config.public_ips {
+                    let addr = SocketAddr::new(*ip, port);
+                    if !locals.contains(&addr) {
+                        push_candidate(&mut out, Candidate::host(addr, "udp"), &addr);
+                    }
                 }
             }
         }
@@ -179,7 +197,10 @@ impl Endpoint {
             if stun_servers.is_empty() {
                 Vec::new()
             } else {
-                self.inner.reflexive.gather(mux, &stun_servers).await
+                self.inner
+                    .reflexive
+                    .gather(mux, locals, &stun_servers)
+                    .await
             }
         };
         let relayed = async {

@@ -331,5 +331,6 @@ fn peer_error(e: PeerError) -> RequestError {
     match e {
         PeerError::InvalidOffer(m) | PeerError::InvalidCandidate(m) => RequestError::BadRequest(m),
         PeerError::Closed => RequestError::peer_not_found(),
+        PeerError::Unavailable(m) => RequestError::Unavailable(m),
     }
 }
