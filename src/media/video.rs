@@ -20,6 +20,9 @@
 //!     ──► Vp8Encoder / H264Encoder ──► EncodedFrame { data, keyframe } ──► RTP (str0m)
 //! ```
 //!
+//! The encoder's target bitrate follows the client's bandwidth estimate within bounds, changed
+//! live (no keyframe) at most every 500 ms by a [`RateController`].
+//!
 //! Pipecat resizes every output image to `video_out_width × video_out_height` (1024×768 by
 //! default) when its size differs (§5.5); [`Scaler::resize`] does the same with a SIMD
 //! Catmull-Rom filter, PIL's default `BICUBIC`, and returns the image untouched when the size
@@ -56,6 +59,7 @@ mod convert;
 mod h264;
 mod image;
 mod nal;
+mod rate;
 mod scale;
 mod testing;
 mod vp8;
@@ -66,6 +70,7 @@ use std::fmt;
 pub use h264::{H264Decoder, H264Encoder};
 pub use image::{Image, VideoFormat, I420};
 pub use nal::{h264_is_keyframe, h264_nal_type, h264_nal_units};
+pub use rate::{RateConfig, RateController};
 pub use scale::Scaler;
 pub use testing::{max_channel_difference, quadrant_colors, quadrants, QUADRANT_COLORS};
 pub use vp8::{vp8_is_keyframe, vp8_keyframe_size, Vp8Decoder, Vp8Encoder};
@@ -145,6 +150,17 @@ pub enum VideoError {
     /// A bitrate outside [`MIN_BITRATE_KBPS`]..=[`MAX_BITRATE_KBPS`].
     #[error("invalid bitrate {0} kbit/s: expected 10..=100000")]
     InvalidBitrate(u32),
+    /// Bitrate bounds with the minimum above the maximum (or [`RateConfig`] factors out of
+    /// range).
+    #[error(
+        "invalid video bitrate bounds {min}..={max} kbit/s: the minimum must not exceed the maximum"
+    )]
+    InvalidBitrateRange {
+        /// The minimum given, in kbit/s.
+        min: u32,
+        /// The maximum given, in kbit/s.
+        max: u32,
+    },
     /// A frame rate outside 1..=240.
     #[error("invalid frame rate {0} fps: expected 1..=240")]
     InvalidFrameRate(u32),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
 use str0m::media::{KeyframeRequestKind, MediaKind, MediaTime, Mid};
@@ -104,6 +105,50 @@ pub enum ConnectionEvent {
     },
 }
 
+/// The latest estimates of the bandwidth towards the client, for what we send.
+/// The bot's video bitrate follows [`bitrate_bps`](Self::bitrate_bps) (see
+/// `TransportParams::video_out_bitrate_min` and `_max`).
+///
+/// * `remb_bps`: the client's own estimate, from RTCP REMB (`goog-remb`). str0m
+///   reports every REMB it receives, with no configuration.
+/// * `twcc_bps`: str0m's send-side estimate from transport-cc feedback. It exists
+///   only when send-side estimation (`RtcConfig::enable_bwe`) is on, and this
+///   server leaves it off: it turns on str0m's pacer and a 50 kbit/s padding floor
+///   on every peer connection that negotiates a sending video m-line with
+///   transport-cc — every session of the official client, including the many
+///   whose bot sends no video — and it must be chosen when the offer is answered,
+///   before the bot says whether it sends video. So today it stays `None`.
+///
+/// The consequence: Chrome and Firefox send REMB only for streams that lack the
+/// transport-wide sequence number, which str0m negotiates, so with them no
+/// estimate arrives and the video stays at `video_out_bitrate`. Clients that send
+/// REMB (str0m, GStreamer, libwebrtc without transport-cc, SFUs) are followed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BandwidthEstimate {
+    /// The last REMB the client sent, in bit/s.
+    pub remb_bps: Option<u64>,
+    /// The last send-side (TWCC) estimate, in bit/s.
+    pub twcc_bps: Option<u64>,
+}
+
+impl BandwidthEstimate {
+    /// The bitrate to respect: the lower of the two estimates present (a REMB is the client's
+    /// ceiling even when the send-side estimate is higher), or `None` without any.
+    ///
+    /// ```
+    /// use smallwebrtc::peer::connection::BandwidthEstimate;
+    /// let both = BandwidthEstimate { remb_bps: Some(300_000), twcc_bps: Some(900_000) };
+    /// assert_eq!(both.bitrate_bps(), Some(300_000));
+    /// assert_eq!(BandwidthEstimate::default().bitrate_bps(), None);
+    /// ```
+    pub fn bitrate_bps(&self) -> Option<u64> {
+        match (self.remb_bps, self.twcc_bps) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// Why a session operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
@@ -149,6 +194,7 @@ struct SharedState {
     connect_invoked: bool,
     last_ping: Option<Instant>,
     closed_by_server: bool,
+    estimate: BandwidthEstimate,
 }
 
 struct Shared {
@@ -250,6 +296,7 @@ impl SmallWebRtcConnection {
                 connect_invoked: false,
                 last_ping: None,
                 closed_by_server: false,
+                estimate: BandwidthEstimate::default(),
             }),
             closed: closed_rx,
             ice_servers,
@@ -452,6 +499,11 @@ impl SmallWebRtcConnection {
             .collect();
         names.dedup();
         names
+    }
+
+    /// The latest bandwidth estimates towards the client (reset by `restart_pc`).
+    pub fn bandwidth_estimate(&self) -> BandwidthEstimate {
+        self.shared.lock().estimate
     }
 
     /// True when both handles are the same session.
@@ -843,6 +895,18 @@ impl SessionTask {
                     self.shared.emit(ConnectionEvent::KeyframeRequest { index });
                 }
             }
+            Event::EgressBitrateEstimate(kind) => {
+                let mut state = self.shared.lock();
+                match kind {
+                    BweKind::Remb { estimate, .. } => {
+                        state.estimate.remb_bps = Some(estimate.as_u64())
+                    }
+                    BweKind::Twcc { estimate, .. } => {
+                        state.estimate.twcc_bps = Some(estimate.as_u64())
+                    }
+                    _ => {}
+                }
+            }
             Event::Closed => {
                 tracing::info!("client closed the connection");
                 self.finish(ConnectionEvent::Closed).await;
@@ -961,6 +1025,7 @@ impl SessionTask {
             state.pc_ids.push(pc_id.clone());
             state.state = ConnectionState::New;
             state.last_ping = None;
+            state.estimate = BandwidthEstimate::default();
         }
         tracing::info!(new_pc_id = %pc_id, "peer connection restarted");
         self.shared.emit(ConnectionEvent::Disconnected);

@@ -90,8 +90,15 @@ pub struct TransportParams {
     /// Live output: each image is sent once, paced; otherwise the latest image
     /// is repeated at the framerate (false).
     pub video_out_is_live: bool,
-    /// Target video bitrate in kbit/s (1000).
+    /// Video bitrate in kbit/s before the client's first bandwidth estimate (1000).
     pub video_out_bitrate: u32,
+    /// The lowest video bitrate in kbit/s, however low the client's bandwidth
+    /// estimate (150). Not a Pipecat parameter: the bitrate follows the estimate
+    /// ([`BandwidthEstimate`](crate::peer::connection::BandwidthEstimate)) within
+    /// these bounds, changed at most every 500 ms.
+    pub video_out_bitrate_min: u32,
+    /// The highest video bitrate in kbit/s, however high the client's estimate (2500).
+    pub video_out_bitrate_max: u32,
 }
 
 impl Default for TransportParams {
@@ -116,6 +123,8 @@ impl Default for TransportParams {
             video_out_framerate: 30,
             video_out_is_live: false,
             video_out_bitrate: 1000,
+            video_out_bitrate_min: 150,
+            video_out_bitrate_max: 2500,
         }
     }
 }
@@ -227,7 +236,11 @@ impl SmallWebRtcTransport {
                 params.video_out_height,
                 params.video_out_framerate,
                 params.video_out_is_live,
-                params.video_out_bitrate,
+                (
+                    params.video_out_bitrate,
+                    params.video_out_bitrate_min,
+                    params.video_out_bitrate_max,
+                ),
             )?);
         }
         let (input_tx, input_rx) = mpsc::unbounded_channel();

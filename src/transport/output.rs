@@ -201,6 +201,12 @@ impl TransportOutput {
             .send_sprite(sprite)
     }
 
+    /// The video encoder's current target bitrate in kbit/s (it follows the
+    /// client's bandwidth estimate), or `None` when video output is disabled.
+    pub fn video_bitrate(&self) -> Option<u32> {
+        self.video.as_ref().map(|video| video.bitrate())
+    }
+
     pub(super) fn set_video(&mut self, video: Arc<super::video::VideoOut>) {
         self.video = Some(video);
     }

@@ -1,5 +1,18 @@
 //! Video in the transport: the client's camera and screen as images in the
 //! format the bot asks for, and the bot's images out as paced VP8/H.264.
+//!
+//! # Bitrate of the bot's video
+//!
+//! The encoder starts at `video_out_bitrate` and then follows the client's
+//! bandwidth estimate ([`SmallWebRtcConnection::bandwidth_estimate`]) within
+//! `video_out_bitrate_min..=video_out_bitrate_max`: 90 % of it, at most one
+//! change every 500 ms, down at once, up by at most 25 % a step, live (the
+//! encoder is reconfigured, no keyframe is forced). The policy is
+//! [`RateController`](crate::media::video::RateController), tested without I/O.
+//!
+//! Which estimate is followed (REMB now; TWCC only once send-side estimation is
+//! switched on, which it is not, and why) is explained on
+//! [`BandwidthEstimate`](crate::peer::connection::BandwidthEstimate).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -8,8 +21,8 @@ use tokio::sync::mpsc;
 
 use super::TransportError;
 use crate::media::video::{
-    new_decoder, new_encoder, EncoderConfig, Image, Scaler, VideoCodec, VideoDecoder, VideoEncoder,
-    VideoError, VideoFormat, I420,
+    new_decoder, new_encoder, EncoderConfig, Image, RateConfig, RateController, Scaler, VideoCodec,
+    VideoDecoder, VideoEncoder, VideoError, VideoFormat, I420,
 };
 use crate::metrics;
 use crate::peer::media::{Codec, MediaPacket, OutgoingMedia};
@@ -271,6 +284,8 @@ struct VideoOutState {
     connected: bool,
     closed: bool,
     frames: u64,
+    /// The encoder's target bitrate, following the client's estimate.
+    rate: RateController,
 }
 
 /// The bot's video: scaled, encoded and paced at `video_out_framerate`.
@@ -281,7 +296,6 @@ pub(super) struct VideoOut {
     height: u32,
     framerate: u32,
     live: bool,
-    bitrate_kbps: u32,
 }
 
 impl std::fmt::Debug for VideoOut {
@@ -304,8 +318,14 @@ impl VideoOut {
         height: u32,
         framerate: u32,
         live: bool,
-        bitrate_kbps: u32,
+        (start_kbps, min_kbps, max_kbps): (u32, u32, u32),
     ) -> Result<Arc<VideoOut>, TransportError> {
+        let rate = RateController::new(RateConfig {
+            start_kbps,
+            min_kbps,
+            max_kbps,
+            ..RateConfig::default()
+        })?;
         if width == 0 || height == 0 || width % 2 == 1 || height % 2 == 1 {
             return Err(TransportError::Video(VideoError::OddI420Size {
                 width,
@@ -321,13 +341,13 @@ impl VideoOut {
                 connected: false,
                 closed: false,
                 frames: 0,
+                rate,
             }),
             connection: connection.clone(),
             width,
             height,
             framerate: framerate.clamp(1, 120),
             live,
-            bitrate_kbps,
         });
         tokio::spawn(clock(Arc::downgrade(&out)));
         Ok(out)
@@ -401,6 +421,10 @@ impl VideoOut {
         self.lock().force_keyframe = true;
     }
 
+    pub(super) fn bitrate(&self) -> u32 {
+        self.lock().rate.target()
+    }
+
     pub(super) fn close(&self) {
         self.lock().closed = true;
     }
@@ -442,7 +466,7 @@ impl VideoOut {
         };
         if state.encoder.as_ref().map(|e| e.codec()) != Some(codec) {
             let config = EncoderConfig {
-                bitrate_kbps: self.bitrate_kbps,
+                bitrate_kbps: state.rate.target(),
                 framerate: self.framerate,
                 ..EncoderConfig::default()
             };
@@ -454,6 +478,15 @@ impl VideoOut {
                 Err(e) => {
                     tracing::warn!("no {codec} encoder: {e}");
                     return;
+                }
+            }
+        }
+        let estimate = self.connection.bandwidth_estimate().bitrate_bps();
+        if let Some(kbps) = state.rate.update(due, estimate) {
+            if let Some(encoder) = state.encoder.as_mut() {
+                match encoder.set_bitrate(kbps) {
+                    Ok(()) => tracing::debug!(kbps, "video bitrate follows the estimate"),
+                    Err(e) => tracing::debug!("video bitrate change refused: {e}"),
                 }
             }
         }

@@ -22,7 +22,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -142,6 +142,21 @@ pub struct ClientOptions {
     pub request_data: Option<Value>,
     /// Send `"ping: <unix ms>"` every second once the data channel is open.
     pub send_pings: bool,
+    /// Which video codecs the offer carries.
+    pub video_codecs: VideoCodecs,
+}
+
+/// The video codecs a client offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoCodecs {
+    /// str0m's defaults: VP8, VP9, AV1 and several H.264 profiles, like a browser.
+    #[default]
+    Default,
+    /// VP8 only.
+    Vp8Only,
+    /// H.264 only, and only Constrained Baseline (`profile-level-id=42e01f`) in
+    /// packetization mode 1: what Safari and hardware-only clients insist on.
+    H264Only,
 }
 
 impl ClientOptions {
@@ -152,6 +167,7 @@ impl ClientOptions {
             trickle: true,
             request_data: None,
             send_pings: true,
+            video_codecs: VideoCodecs::Default,
         }
     }
 
@@ -164,6 +180,7 @@ impl ClientOptions {
                 trickle: false,
                 request_data: None,
                 send_pings: false,
+                video_codecs: VideoCodecs::Default,
             },
         }
     }
@@ -325,6 +342,25 @@ fn sdp_ice_ufrag(sdp: &str) -> Option<&str> {
         .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
 }
 
+/// The Rtc configuration for the offered video codecs (audio is always Opus).
+fn rtc_config(codecs: VideoCodecs) -> RtcConfig {
+    match codecs {
+        VideoCodecs::Default => Rtc::builder(),
+        VideoCodecs::Vp8Only => Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true),
+        VideoCodecs::H264Only => {
+            let mut config = Rtc::builder().clear_codecs().enable_opus(true, false);
+            // Chrome's payload types for Constrained Baseline, mode 1 (and its RTX).
+            config
+                .codec_config()
+                .add_h264(Pt::from(106), Some(Pt::from(107)), true, 0x42e01f);
+            config
+        }
+    }
+}
+
 /// Binds a socket and builds a fresh Rtc with an offer of the given shape.
 async fn new_peer(opts: &ClientOptions) -> Result<NewPeer, ClientError> {
     ensure_crypto();
@@ -337,7 +373,7 @@ async fn new_peer(opts: &ClientOptions) -> Result<NewPeer, ClientError> {
     let candidate = Candidate::host(local_addr, "udp")
         .map_err(|e| format!("building a host candidate for {local_addr}: {e}"))?;
 
-    let mut rtc = Rtc::builder().build(Instant::now());
+    let mut rtc = rtc_config(opts.video_codecs).build(Instant::now());
     if !opts.trickles() {
         rtc.add_local_candidate(candidate.clone())
             .ok_or("str0m refused the local host candidate")?;
@@ -1291,5 +1327,48 @@ fn handle_event(
             emit(ClientEvent::Closed);
         }
         _ => {}
+    }
+}
+
+impl TestClient {
+    /// Cuts this client's network path for `duration`, like a tunnel or Wi-Fi that drops out:
+    /// every datagram the client would send is lost, every datagram that arrives is lost, and
+    /// the client's own timers keep running (its ICE checks, retransmissions and pings are made
+    /// and thrown away). Then the path comes back and the same peer connection carries on.
+    /// Resolves when the path is back; dropping the future before then leaves it cut for good
+    /// (the peer connection is gone without a word, as when a device dies).
+    ///
+    /// How: the IO loop's `Rtc` is swapped for an idle stand-in (whose ICE credentials match
+    /// nothing, so arrivals are refused and dropped, and which has nowhere to send), while the
+    /// real `Rtc` is driven here with its output discarded. Commands sent meanwhile reach the
+    /// stand-in: `with_rtc` writes go nowhere, `send_text` fails (no open channel there); events
+    /// of the real `Rtc` during the cut are not published.
+    pub async fn cut_path(&self, duration: Duration) -> Result<(), ClientError> {
+        let stand_in = Rtc::builder().build(Instant::now());
+        let mut rtc = self
+            .run_cmd(move |ctx| std::mem::replace(&mut ctx.rtc, stand_in))
+            .await?;
+        let until = tokio::time::Instant::now() + duration;
+        loop {
+            let next = loop {
+                match rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Transmit(_)) | Ok(Output::Event(_)) => {}
+                    Err(e) => return Err(format!("poll_output failed during the cut: {e}").into()),
+                }
+            };
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            let wake = tokio::time::Instant::from_std(next)
+                .min(until)
+                .min(now + MAX_SLEEP);
+            tokio::time::sleep_until(wake).await;
+            if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
+                tracing::debug!("test client: handle timeout during the cut: {e}");
+            }
+        }
+        self.run_cmd(move |ctx| ctx.rtc = rtc).await
     }
 }
