@@ -30,7 +30,7 @@ use smallwebrtc::media::audio::{
 };
 use smallwebrtc::media::video::{
     max_channel_difference, quadrant_colors, quadrants, EncoderConfig, Image, VideoFormat,
-    Vp8Decoder, Vp8Encoder,
+    Vp8Decoder, Vp8Encoder, QUADRANT_COLORS,
 };
 use smallwebrtc::server::{Server, ServerConfig};
 use str0m::format::Codec;
@@ -227,9 +227,24 @@ fn marker_in(image: &Image) -> Option<(f64, usize)> {
     Some(((first + last) as f64 / 2.0, bright.len()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn video_transform_sends_the_camera_back_inverted_with_a_moving_marker() {
-    let url = serve(smallwebrtc::bots::by_name("video-transform").unwrap()).await;
+/// How many clearly different places (40 px apart) the marker was seen in.
+fn distinct(markers: &[(f64, usize)]) -> usize {
+    let mut xs: Vec<f64> = markers.iter().map(|m| m.0).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup_by(|a, b| (*a - *b).abs() < 40.0);
+    xs.len()
+}
+
+/// Runs the built-in bot `name`, sends it the quadrant card as the camera and
+/// decodes what comes back until its quadrants show `expected` and the marker
+/// strip has shown a marker in `places` different places (or time is up).
+/// Returns the last quadrant colours and every marker seen on a right picture.
+async fn camera_back(
+    name: &str,
+    expected: [[u8; 3]; 4],
+    places: usize,
+) -> ([[u8; 3]; 4], Vec<(f64, usize)>) {
+    let url = serve(smallwebrtc::bots::by_name(name).unwrap()).await;
     let client = connect(&url).await;
     let mid = client.mids()[1];
     let mut events = client.events();
@@ -239,15 +254,7 @@ async fn video_transform_sends_the_camera_back_inverted_with_a_moving_marker() {
     let mut last_colours = None;
     let mut markers: Vec<(f64, usize)> = Vec::new();
     let deadline = Instant::now() + WAIT;
-    // Until the picture is right and the marker has been seen in three clearly
-    // different places (it crosses 560 px in 2 s, so this takes about 1 s).
-    let distinct = |markers: &[(f64, usize)]| {
-        let mut xs: Vec<f64> = markers.iter().map(|m| m.0).collect();
-        xs.sort_by(f64::total_cmp);
-        xs.dedup_by(|a, b| (*a - *b).abs() < 40.0);
-        xs.len()
-    };
-    while Instant::now() < deadline && distinct(&markers) < 3 {
+    while Instant::now() < deadline {
         let event = match tokio::time::timeout(WAIT, events.recv()).await {
             Ok(Ok(event)) => event,
             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
@@ -268,11 +275,22 @@ async fn video_transform_sends_the_camera_back_inverted_with_a_moving_marker() {
         last_colours = Some(colours);
         // The first frames of a VP8 stream may still be coarse; judge the
         // marker only on frames whose picture is already right.
-        if max_channel_difference(&colours, &INVERTED) <= TOLERANCE {
+        if max_channel_difference(&colours, &expected) <= TOLERANCE {
             markers.extend(marker_in(&image));
+            if distinct(&markers) >= places {
+                break;
+            }
         }
     }
+    client.close().await;
     let colours = last_colours.expect("the client decoded the bot's video");
+    (colours, markers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_transform_sends_the_camera_back_inverted_with_a_moving_marker() {
+    // Three places: the marker crosses 560 px in 2 s, so this takes about 1 s.
+    let (colours, markers) = camera_back("video-transform", INVERTED, 3).await;
     assert!(
         max_channel_difference(&colours, &INVERTED) <= TOLERANCE,
         "red, green, blue, white should come back cyan, magenta, yellow, black: got {colours:?}"
@@ -284,7 +302,20 @@ async fn video_transform_sends_the_camera_back_inverted_with_a_moving_marker() {
     // 640 / 8 = 80 pixels wide, give or take the codec's blur at its edges.
     let (_, width) = markers[markers.len() / 2];
     assert!((64..=96).contains(&width), "marker {width} px wide");
-    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_bot_sends_the_camera_back_unchanged() {
+    let (colours, markers) = camera_back("echo", QUADRANT_COLORS, 0).await;
+    assert!(
+        max_channel_difference(&colours, &QUADRANT_COLORS) <= TOLERANCE,
+        "red, green, blue, white should come back as they are: got {colours:?}"
+    );
+    // The bottom strip is the picture itself (blue and white): no marker.
+    assert!(
+        markers.iter().all(|&(_, width)| width > 300),
+        "no marker on the echo: {markers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
