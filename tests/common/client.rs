@@ -1372,3 +1372,46 @@ impl TestClient {
         self.run_cmd(move |ctx| ctx.rtc = rtc).await
     }
 }
+
+impl TestClient {
+    /// Cuts this client's network path for `duration`, like a tunnel or Wi-Fi that drops out:
+    /// every datagram the client would send is lost, every datagram that arrives is lost, and
+    /// the client's own timers keep running (its ICE checks, retransmissions and pings are made
+    /// and thrown away). Then the path comes back and the same peer connection carries on.
+    /// Resolves when the path is back; dropping the future before then leaves it cut for good
+    /// (the peer connection is gone without a word, as when a device dies).
+    ///
+    /// How: the IO loop's `Rtc` is swapped for an idle stand-in (whose ICE credentials match
+    /// nothing, so arrivals are refused and dropped, and which has nowhere to send), while the
+    /// real `Rtc` is driven here with its output discarded. Commands sent meanwhile reach the
+    /// stand-in: `with_rtc` writes go nowhere, `send_text` fails (no open channel there); events
+    /// of the real `Rtc` during the cut are not published.
+    pub async fn cut_path(&self, duration: Duration) -> Result<(), ClientError> {
+        let stand_in = Rtc::builder().build(Instant::now());
+        let mut rtc = self
+            .run_cmd(move |ctx| std::mem::replace(&mut ctx.rtc, stand_in))
+            .await?;
+        let until = tokio::time::Instant::now() + duration;
+        loop {
+            let next = loop {
+                match rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Transmit(_)) | Ok(Output::Event(_)) => {}
+                    Err(e) => return Err(format!("poll_output failed during the cut: {e}").into()),
+                }
+            };
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            let wake = tokio::time::Instant::from_std(next)
+                .min(until)
+                .min(now + MAX_SLEEP);
+            tokio::time::sleep_until(wake).await;
+            if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
+                tracing::debug!("test client: handle timeout during the cut: {e}");
+            }
+        }
+        self.run_cmd(move |ctx| ctx.rtc = rtc).await
+    }
+}
