@@ -11,7 +11,9 @@
 //!   20 ms packets, as a real bot's output path does, so the markers must survive a second
 //!   generation of Opus and the round trip is the delay plus up to one packet.
 //!
-//! The delay can also grow steadily, to check that drift and slope are reported.
+//! The delay can also grow steadily, to check that drift and slope are reported. Video (VP8 on
+//! the camera m-line) is always forwarded unchanged after the same delay, so the video round
+//! trip measured must be the delay plus a millisecond or so as well.
 //! The self-test runs the load generator against each of these in the same process and checks
 //! what it measured against what the echo did.
 
@@ -38,7 +40,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 use crate::audio::{SAMPLES_PER_PACKET, SEND_RATE};
-use crate::run::{self, RunConfig};
+use crate::run::{self, RunConfig, StepResult};
+use crate::video::VideoSpec;
 
 /// How the echo sends audio back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,11 +229,17 @@ impl Echo {
     }
 
     fn media(&mut self, data: MediaData) {
-        if data.params.spec().codec != Codec::Opus {
+        let codec = data.params.spec().codec;
+        if codec != Codec::Opus && codec != Codec::Vp8 {
             return;
         }
         let due = data.network_time + self.delay_at(data.network_time);
-        match self.config.mode {
+        let mode = if codec == Codec::Vp8 {
+            EchoMode::Forward
+        } else {
+            self.config.mode
+        };
+        match mode {
             EchoMode::Forward => self.queue.push_back(Delayed {
                 due,
                 mid: data.mid,
@@ -313,6 +322,52 @@ impl Echo {
     }
 }
 
+/// Sessions of the video case whose video is decoded and timed.
+const VIDEO_MEASURED: usize = 2;
+
+/// What is wrong with the video figures of a self-test step whose p50 must be in `[lo, hi]` ms.
+fn check_video(step: &StepResult, opts: &SelfTest, lo: f64, hi: f64) -> Vec<String> {
+    let mut failures = Vec::new();
+    let Some(v) = &step.video else {
+        return vec!["no video figures".into()];
+    };
+    let fps = VideoSpec::default().fps as f64;
+    match v.fps_received_min {
+        Some(f) if f >= 0.9 * fps => {}
+        f => failures.push(format!(
+            "fewest frames back {} /s, expected about {fps}",
+            f.map_or("–".into(), |f| format!("{f:.1}"))
+        )),
+    }
+    let expected = VIDEO_MEASURED.min(opts.sessions) as f64
+        * fps
+        * (opts.duration.as_secs_f64() - 1.0).max(0.0);
+    match &v.rtt {
+        None => failures.push("no video round trip measured".into()),
+        Some(r) => {
+            if (r.count as f64) < 0.8 * expected {
+                failures.push(format!(
+                    "only {} frames timed, expected about {expected:.0}",
+                    r.count
+                ));
+            }
+            if r.p50_ms < lo || r.p50_ms > hi {
+                failures.push(format!(
+                    "p50 video round trip {:.1} ms outside [{lo:.0}, {hi:.0}] ms",
+                    r.p50_ms
+                ));
+            }
+        }
+    }
+    if v.stamps_unreadable + v.stamps_unmatched + v.decode_errors > 0 {
+        failures.push(format!(
+            "{} unreadable stamps, {} unmatched, {} undecodable frames",
+            v.stamps_unreadable, v.stamps_unmatched, v.decode_errors
+        ));
+    }
+    failures
+}
+
 /// Options of the self-test.
 #[derive(Debug, Clone)]
 pub struct SelfTest {
@@ -331,6 +386,8 @@ struct Case {
     extra_ms: (f64, f64),
     /// Expected slope, ms per minute (checked within ±25 %, and at least ±160/window ms/min).
     slope_ms_per_min: f64,
+    /// Send camera video too (640×480 at 30 fps), and check its round trip like the audio's.
+    video: bool,
 }
 
 /// Runs the load generator against the built-in echo in every mode; true if all checks pass.
@@ -346,6 +403,7 @@ pub async fn self_test(opts: &SelfTest) -> bool {
             },
             extra_ms: (0.0, 8.0),
             slope_ms_per_min: 0.0,
+            video: false,
         },
         Case {
             name: "transcode",
@@ -356,6 +414,7 @@ pub async fn self_test(opts: &SelfTest) -> bool {
             },
             extra_ms: (0.0, 30.0),
             slope_ms_per_min: 0.0,
+            video: false,
         },
         Case {
             name: "forward, delay growing 2 ms/s",
@@ -367,6 +426,19 @@ pub async fn self_test(opts: &SelfTest) -> bool {
             // The delay grows while sessions connect and settle: only the slope is checked.
             extra_ms: (0.0, f64::INFINITY),
             slope_ms_per_min: 120.0,
+            video: false,
+        },
+        Case {
+            name: "forward with camera video",
+            echo: EchoConfig {
+                mode: EchoMode::Forward,
+                delay: opts.delay,
+                growth_ms_per_sec: 0.0,
+            },
+            // A 640×480 frame is a few packets: the last one leaves a little after the first.
+            extra_ms: (0.0, 10.0),
+            slope_ms_per_min: 0.0,
+            video: true,
         },
     ];
     let mut all_ok = true;
@@ -391,8 +463,8 @@ pub async fn self_test(opts: &SelfTest) -> bool {
             settle: Duration::from_secs(1),
             cooldown: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(10),
-            video: None,
-            video_measure: 0,
+            video: case.video.then(VideoSpec::default),
+            video_measure: VIDEO_MEASURED.min(opts.sessions),
             audio: true,
             pings: true,
             bitrate: opts.bitrate,
@@ -452,6 +524,14 @@ pub async fn self_test(opts: &SelfTest) -> bool {
         }
         if step.markers_unmatched > 0 {
             failures.push(format!("{} unmatched markers", step.markers_unmatched));
+        }
+        if case.video {
+            failures.extend(check_video(
+                step,
+                opts,
+                delay_ms + case.extra_ms.0,
+                delay_ms + case.extra_ms.1,
+            ));
         }
         if step.server.is_none() {
             failures.push("CPU/RSS sampling failed".into());
