@@ -148,6 +148,22 @@ async fn a_port_range_gives_each_session_its_own_port_then_refuses_then_reuses()
             && body.contains("3 used by sessions"),
         "{body}"
     );
+    // A raw offer gets the same, with Retry-After (the JS client retries 5xx).
+    let raw = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({"sdp": common::offers::offer_without_peer(), "type": "offer"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(raw.status(), 503);
+    assert!(raw.headers().contains_key("retry-after"));
+    let detail: Value = raw.json().await.expect("JSON body");
+    assert!(
+        detail["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("41000-41002")),
+        "{detail}"
+    );
     // ...and the sessions already running did not notice.
     for (i, client) in clients.iter().enumerate() {
         assert_echo(client, &format!("client {i} while full")).await;

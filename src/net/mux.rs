@@ -740,3 +740,64 @@ fn route_by_ufrag(inner: &Inner, local: SocketAddr, source: SocketAddr, packet: 
     routes.by_addr.insert((local, source), route);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opens sockets on loopback: run inside nsrun.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_port_given_back_is_leased_again_at_once() {
+        let ips = [IpAddr::from([127, 0, 0, 1])];
+        let mux = UdpMux::bind_range(&ips, PortRange::new(42000, 42000).unwrap()).unwrap();
+        for round in 0..20 {
+            let (session, _rx) = mux.register().await.expect("the one port is free");
+            assert_eq!(session.leased_port(), Some(42000), "round {round}");
+            assert_eq!(
+                session.local_addrs(),
+                vec!["127.0.0.1:42000".parse().unwrap()]
+            );
+            let full = mux.register().await.err().expect("only one port");
+            assert_eq!(full.kind(), io::ErrorKind::AddrInUse);
+            assert!(full.to_string().contains("42000-42000"), "{full}");
+            // Dropped, then wanted again before its receive task has closed the
+            // socket: the new session waits for it instead of being refused.
+            drop(session);
+        }
+        let (_session, _rx) = mux.register().await.unwrap();
+        assert_eq!(mux.ports_in_use(), 1);
+    }
+
+    /// A Binding request whose only attribute is USERNAME `username`.
+    fn binding_request_for(username: &[u8; 9]) -> Vec<u8> {
+        let mut packet = stun::binding_request([1; 12]);
+        let padded = username.len().div_ceil(4) * 4;
+        packet[2..4].copy_from_slice(&((4 + padded) as u16).to_be_bytes());
+        packet.extend_from_slice(&0x0006u16.to_be_bytes());
+        packet.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        packet.extend_from_slice(username);
+        packet.resize(20 + 4 + padded, 0);
+        packet
+    }
+
+    #[tokio::test]
+    async fn a_datagram_reaches_the_session_on_its_own_port() {
+        let ips = [IpAddr::from([127, 0, 0, 1])];
+        let mux = UdpMux::bind_range(&ips, PortRange::new(42010, 42011).unwrap()).unwrap();
+        let (a, mut a_rx) = mux.register().await.unwrap();
+        let (b, mut b_rx) = mux.register().await.unwrap();
+        a.claim_ufrag("aaaa");
+        b.claim_ufrag("bbbb");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // A binding request for b, sent to b's port.
+        let request = binding_request_for(b"bbbb:peer");
+        peer.send_to(&request, b.local_addrs()[0]).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), b_rx.recv())
+            .await
+            .expect("delivered")
+            .unwrap();
+        assert_eq!(got.destination, b.local_addrs()[0]);
+        assert!(a_rx.try_recv().is_err());
+        drop(a);
+    }
+}
