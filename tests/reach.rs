@@ -533,3 +533,58 @@ async fn a_mux_on_both_families_uses_one_port_number() {
     assert_eq!(addrs[0].port(), addrs[1].port());
     assert!(addrs[1].is_ipv6());
 }
+
+/// A STUN server on loopback that plays a 1:1 NAT: it answers every Binding
+/// request with `public` and the port the request came from.
+async fn nat_stun_server(public: std::net::Ipv4Addr) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            if n < 20 || buf[0..2] != [0x00, 0x01] {
+                continue;
+            }
+            let cookie = 0x2112_A442u32;
+            let mut reply = vec![0x01, 0x01, 0x00, 0x0c];
+            reply.extend_from_slice(&cookie.to_be_bytes());
+            reply.extend_from_slice(&buf[8..20]); // transaction id
+            reply.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]); // XOR-MAPPED-ADDRESS, IPv4
+            reply.extend_from_slice(&(from.port() ^ (cookie >> 16) as u16).to_be_bytes());
+            reply.extend_from_slice(&(u32::from(public) ^ cookie).to_be_bytes());
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stun_learns_each_sessions_own_port_through_the_nat() {
+    let public = std::net::Ipv4Addr::new(198, 51, 100, 9);
+    let stun = nat_stun_server(public).await;
+    let server = start(ServerConfig {
+        host: "127.0.0.1".into(),
+        udp_port_range: Some(range(41500, 41501)),
+        ice_servers: vec![IceServer::new(format!("stun:{stun}"))],
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut keep = Vec::new();
+    for i in 0..2 {
+        let client = echoing_client(&server.offer_url(), &format!("behind NAT {i}")).await;
+        let found = candidates(&client.answer_sdp());
+        let port = found[0].0.port();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    SocketAddr::new("127.0.0.1".parse().unwrap(), port),
+                    "host".into()
+                ),
+                (SocketAddr::new(public.into(), port), "srflx".into()),
+            ],
+            "the reflexive address of this session's own port"
+        );
+        keep.push(client);
+    }
+}
