@@ -59,6 +59,21 @@ fn main() {
     });
     report("OpusEncoder 24 kHz mono, encode 20 ms", per_call);
 
+    // What the bot's voice costs at each encoder complexity, at the echo bot's 16 kHz.
+    let pcm16 = test_signal(16_000, 2);
+    let frames16: Vec<&[i16]> = pcm16.chunks_exact(320).collect();
+    for complexity in [0u8, 1, 2, 3, 5, 7, 10] {
+        let mut encoder = OpusEncoder::new(16_000, 1).expect("encoder");
+        encoder.set_complexity(complexity).expect("complexity");
+        let per_call = time_per_call(&frames16, iterations, |frame| {
+            black_box(encoder.encode(black_box(frame)).expect("encode"));
+        });
+        report(
+            &format!("OpusEncoder 16 kHz mono, complexity {complexity:>2}, 20 ms"),
+            per_call,
+        );
+    }
+
     // Decode at 16 kHz (the user's microphone, Pipecat's default input rate), from packets a
     // browser-like 48 kHz encoder made.
     let pcm48 = test_signal(48_000, 2);

@@ -481,6 +481,15 @@ async fn bad_writes_get_errors_that_name_the_problem() {
                 },
             );
             report("three input channels", bad.map(|_| ()));
+            let bad = SmallWebRtcTransport::new(
+                args.connection.clone(),
+                TransportParams {
+                    audio_out_enabled: true,
+                    audio_out_opus_complexity: 11,
+                    ..TransportParams::default()
+                },
+            );
+            report("complexity 11", bad.map(|_| ()));
             let silent =
                 SmallWebRtcTransport::new(args.connection.clone(), TransportParams::default())
                     .unwrap();
@@ -543,7 +552,7 @@ async fn bad_writes_get_errors_that_name_the_problem() {
     };
     let _client = TestClient::start(&url, opts).await.expect("answered");
     let mut got = Vec::new();
-    while got.len() < 7 {
+    while got.len() < 8 {
         got.push(
             tokio::time::timeout(WAIT, results.recv())
                 .await
@@ -555,6 +564,10 @@ async fn bad_writes_get_errors_that_name_the_problem() {
         (
             "three input channels",
             "audio_in_channels must be 1 or 2, got 3",
+        ),
+        (
+            "complexity 11",
+            "invalid Opus complexity 11: expected 0..=10",
         ),
         ("output disabled", "audio output is disabled"),
         ("odd byte count", "3"),
@@ -572,9 +585,9 @@ async fn bad_writes_get_errors_that_name_the_problem() {
     }
     // The odd-count and stereo messages say what is wrong, not just a number.
     assert!(
-        got[2].1.to_lowercase().contains("odd") || got[2].1.contains("byte"),
+        got[3].1.to_lowercase().contains("odd") || got[3].1.contains("byte"),
         "{}",
-        got[2].1
+        got[3].1
     );
-    assert!(got[3].1.to_lowercase().contains("channel"), "{}", got[3].1);
+    assert!(got[4].1.to_lowercase().contains("channel"), "{}", got[4].1);
 }

@@ -757,7 +757,7 @@ mod tests {
                 session.local_addrs(),
                 vec!["127.0.0.1:42000".parse().unwrap()]
             );
-            let full = mux.register().await.err().expect("only one port");
+            let full = mux.register().await.expect_err("only one port");
             assert_eq!(full.kind(), io::ErrorKind::AddrInUse);
             assert!(full.to_string().contains("42000-42000"), "{full}");
             // Dropped, then wanted again before its receive task has closed the

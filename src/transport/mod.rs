@@ -73,6 +73,13 @@ pub struct TransportParams {
     pub audio_out_10ms_chunks: u32,
     /// Send silence while the bot is quiet, so the client's track stays live (true).
     pub audio_out_auto_silence: bool,
+    /// The Opus encoder's complexity for the bot's voice, 0..=10 (1). Not a Pipecat
+    /// parameter: aiortc leaves libopus at its default (10). The encoder is most of a
+    /// voice session's cost, and on x86-64 with libopus 1.6 complexity 1 costs about a
+    /// third of 10 per 20 ms frame (0 half of 1; 2–6 cost more than 7, which has a
+    /// SIMD path): see "Opus encoder complexity" in `BENCHMARKS.md`. Speech stays
+    /// clear at 0–1; raise it for music.
+    pub audio_out_opus_complexity: u8,
     /// Deliver the client's video as [`UserImageRawFrame`]s (off by default).
     pub video_in_enabled: bool,
     /// Which sources, and how often (default: the camera, every frame).
@@ -111,6 +118,7 @@ impl Default for TransportParams {
             audio_out_sample_rate: 24_000,
             audio_out_10ms_chunks: 4,
             audio_out_auto_silence: true,
+            audio_out_opus_complexity: 1,
             video_in_enabled: false,
             video_in_sources: vec![VideoInSource {
                 source: VideoSource::Camera,
@@ -225,9 +233,11 @@ impl SmallWebRtcTransport {
         }
         let mut output = TransportOutput::new(
             &connection,
-            params
-                .audio_out_enabled
-                .then_some((params.audio_out_sample_rate, params.audio_out_auto_silence)),
+            params.audio_out_enabled.then_some(output::AudioOutConfig {
+                sample_rate: params.audio_out_sample_rate,
+                auto_silence: params.audio_out_auto_silence,
+                opus_complexity: params.audio_out_opus_complexity,
+            }),
         )?;
         if params.video_out_enabled {
             output.set_video(video::VideoOut::new(

@@ -109,10 +109,14 @@ pub struct TransportOutput {
 impl TransportOutput {
     pub(super) fn new(
         connection: &SmallWebRtcConnection,
-        audio: Option<(u32, bool)>,
+        audio: Option<AudioOutConfig>,
     ) -> Result<Self, AudioError> {
         let shared = match audio {
-            Some((sample_rate, auto_silence)) => {
+            Some(AudioOutConfig {
+                sample_rate,
+                auto_silence,
+                opus_complexity,
+            }) => {
                 let pacer = Pacer::new(
                     PacerConfig {
                         sample_rate,
@@ -124,7 +128,7 @@ impl TransportOutput {
                 let shared = Arc::new(Shared {
                     state: Mutex::new(State {
                         pacer,
-                        encoder: voice_encoder(sample_rate)?,
+                        encoder: voice_encoder(sample_rate, opus_complexity)?,
                         resampler: None,
                         epoch: 0,
                         connected: false,
@@ -269,13 +273,18 @@ impl TransportOutput {
     }
 }
 
-/// The bot's voice encoder. At libopus' default complexity (10) the load
-/// generator's profile found half of a busy server's time in the encoder (SILK
-/// noise shaping, tonality analysis); 5 is the usual real-time setting for
-/// speech. Its saving is still to be measured with `scripts/bench-audio.sh`.
-fn voice_encoder(sample_rate: u32) -> Result<OpusEncoder, AudioError> {
+/// What the audio half of the output is set up with (from [`TransportParams`](super::TransportParams)).
+pub(super) struct AudioOutConfig {
+    pub(super) sample_rate: u32,
+    pub(super) auto_silence: bool,
+    pub(super) opus_complexity: u8,
+}
+
+/// The bot's voice encoder. A profile of the server under load found half its time
+/// in the encoder at libopus' default complexity, hence the lower default.
+fn voice_encoder(sample_rate: u32, complexity: u8) -> Result<OpusEncoder, AudioError> {
     let mut encoder = OpusEncoder::new(sample_rate, 1)?;
-    encoder.set_complexity(5)?;
+    encoder.set_complexity(complexity)?;
     Ok(encoder)
 }
 
