@@ -8,6 +8,8 @@
 //! also makes the bot ask the client to renegotiate (the `renegotiate`
 //! signalling message), after answering it.
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
 use super::rtvi::{self, BotAbout, Capabilities};
@@ -19,7 +21,48 @@ use crate::transport::{
 use crate::SmallWebRtcConnection;
 
 /// The most audio the echo keeps queued before it drops a frame.
-const MAX_QUEUED: std::time::Duration = std::time::Duration::from_millis(40);
+const MAX_QUEUED: Duration = Duration::from_millis(40);
+/// How long the queue must stay at least a frame deep before a frame is dropped.
+const STANDING_WINDOW: Duration = Duration::from_secs(1);
+/// One frame of input audio.
+const FRAME: Duration = Duration::from_millis(20);
+
+/// Decides when the echo drops a frame to keep its round trip short.
+///
+/// Audio comes in and goes out at the same rate, so a queue that grew (a burst of
+/// late packets, the client's clock a little fast) never drains by itself. Two
+/// rules: never queue more than [`MAX_QUEUED`]; and if the queue, looked at as each
+/// frame arrives, never fell below one frame for a whole [`STANDING_WINDOW`], that
+/// frame is a standing delay the echo does not need: drop one. A queue that dips
+/// below a frame now and then is just the two clocks' phase, and is left alone.
+#[derive(Debug)]
+struct QueueTrimmer {
+    window_start: Instant,
+    shallowest: Duration,
+}
+
+impl QueueTrimmer {
+    fn new(now: Instant) -> Self {
+        QueueTrimmer {
+            window_start: now,
+            shallowest: Duration::MAX,
+        }
+    }
+
+    /// Whether to drop the frame that arrived `now` with `queued` audio ahead of it.
+    fn should_drop(&mut self, queued: Duration, now: Instant) -> bool {
+        if queued > MAX_QUEUED {
+            return true;
+        }
+        self.shallowest = self.shallowest.min(queued);
+        if now.duration_since(self.window_start) < STANDING_WINDOW {
+            return false;
+        }
+        let standing = self.shallowest >= FRAME;
+        *self = QueueTrimmer::new(now);
+        standing
+    }
+}
 
 /// What the echo bot says about itself in `bot-ready`.
 pub fn about() -> BotAbout {
@@ -124,15 +167,12 @@ pub(crate) async fn run_with(args: BotArgs, transform: ImageTransform) {
             }
         }
     });
+    let mut trimmer = QueueTrimmer::new(Instant::now());
     loop {
         tokio::select! {
             frame = input.recv() => match frame {
                 Some(InputFrame::Audio(audio)) => {
-                    // Audio comes in and goes out at the same rate, so a queue
-                    // that grew (a burst of late packets, the client's clock a
-                    // little fast) would never drain: drop a frame instead, to
-                    // keep the round trip short for good.
-                    if output.queued() > MAX_QUEUED {
+                    if trimmer.should_drop(output.queued(), Instant::now()) {
                         continue;
                     }
                     // Queue and go on reading: the clock plays it out.
@@ -160,5 +200,48 @@ pub(crate) async fn run_with(args: BotArgs, transform: ImageTransform) {
                 Some(_) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds the trimmer one frame every 20 ms for `seconds`, with the queue ahead of
+    /// each frame given by `queued(i)`; returns the indices of dropped frames.
+    fn run(seconds: u32, queued: impl Fn(u32) -> Duration) -> Vec<u32> {
+        let start = Instant::now();
+        let mut trimmer = QueueTrimmer::new(start);
+        (0..seconds * 50)
+            .filter(|&i| trimmer.should_drop(queued(i), start + FRAME * i))
+            .collect()
+    }
+
+    #[test]
+    fn the_clocks_phase_alone_drops_nothing() {
+        // Between 0 and a frame, as two 20 ms clocks out of phase leave it.
+        let dropped = run(10, |i| Duration::from_millis(u64::from(i * 7 % 20)));
+        assert!(dropped.is_empty(), "{dropped:?}");
+    }
+
+    #[test]
+    fn a_standing_frame_is_dropped_after_a_whole_window_not_before() {
+        // A frame's worth queued at every arrival (here it never drains, so once per window).
+        let dropped = run(3, |_| Duration::from_millis(25));
+        assert_eq!(dropped, vec![50, 100]);
+    }
+
+    #[test]
+    fn a_queue_that_dips_below_a_frame_is_left_alone() {
+        let dropped = run(5, |i| {
+            Duration::from_millis(if i % 40 == 0 { 5 } else { 30 })
+        });
+        assert!(dropped.is_empty(), "{dropped:?}");
+    }
+
+    #[test]
+    fn more_than_the_cap_is_dropped_at_once() {
+        let dropped = run(1, |i| Duration::from_millis(if i == 3 { 45 } else { 0 }));
+        assert_eq!(dropped, vec![3]);
     }
 }
