@@ -13,6 +13,7 @@
 #                              trip (a decode costs the load generator ~2% of a core each)
 #   MEASURE=1                  sessions per step that time the audio round trip
 #   SIZE=640x480 FPS=30 BITRATE=1000   the camera: size, frame rate, VP8 kbit/s of the loop
+#   NOISE=3                    sensor noise in the camera loop (± luma; 0: a clean picture)
 #   AUDIO=1                    0: send no audio (the audio m-line is still offered)
 #   PRIORITY=nice              nice | rt | none, as in scripts/bench-audio.sh
 #   BUILD=1                    0: use the release binaries already built
@@ -32,6 +33,7 @@ MEASURE="${MEASURE:-1}"
 SIZE="${SIZE:-640x480}"
 FPS="${FPS:-30}"
 BITRATE="${BITRATE:-1000}"
+NOISE="${NOISE:-3}"
 AUDIO="${AUDIO:-1}"
 PRIORITY="${PRIORITY:-nice}"
 BUILD="${BUILD:-1}"
@@ -80,7 +82,7 @@ if [ "${1:-}" = "--inside" ]; then
   (with_priority loadgen target/release/loadgen \
     --server "http://127.0.0.1:$PORT" --server-pid "$pid" --label "rust" \
     --sessions "$SESSIONS" --duration "$DURATION" --ramp "$RAMP" --measure "$MEASURE" \
-    --video --video-size "$SIZE" --video-fps "$FPS" --video-bitrate "$BITRATE" \
+    --video --video-size "$SIZE" --video-fps "$FPS" --video-bitrate "$BITRATE" --video-noise "$NOISE" \
     --video-measure "$VIDEO_MEASURE" "${audio_flag[@]}" \
     --json "$OUT/rust.json" --verbose) || rc=$?
   kill "$pid" 2>/dev/null || true
@@ -107,7 +109,7 @@ fi
 
 echo "== benchmark (inside $NSRUN; PRIORITY=$PRIORITY, DURATION=$DURATION s per step)"
 echo "   machine before the run: $(uptime)"
-export SESSIONS DURATION RAMP VIDEO_MEASURE MEASURE SIZE FPS BITRATE AUDIO PRIORITY OUT
+export SESSIONS DURATION RAMP VIDEO_MEASURE MEASURE SIZE FPS BITRATE NOISE AUDIO PRIORITY OUT
 status=0
 "$NSRUN" bash "$0" --inside || status=$?
 

@@ -109,6 +109,9 @@ struct Cli {
     /// Frames in the camera loop (it starts with a keyframe), 1..=256.
     #[arg(long, default_value_t = 60)]
     video_loop: usize,
+    /// Sensor noise in the camera loop: luma varies by up to ± this much (0: a clean picture).
+    #[arg(long, default_value_t = 3)]
+    video_noise: u8,
     /// Sessions per step whose video echo is decoded and timed.
     #[arg(long, default_value_t = 2)]
     video_measure: usize,
@@ -243,6 +246,7 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
             fps: cli.video_fps,
             frames: cli.video_loop,
             bitrate_kbps: cli.video_bitrate,
+            noise: cli.video_noise,
         }),
         video_measure: cli.video_measure,
         audio: !cli.no_audio,

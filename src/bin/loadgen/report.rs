@@ -361,12 +361,13 @@ pub fn markdown(reports: &[Report]) -> String {
     if let Some(v) = reports.iter().find_map(|r| r.video.as_ref()) {
         let _ = writeln!(
             out,
-            "Camera: VP8 {}×{} at {} fps, a {}-frame loop starting with a keyframe ({:.0} kbit/s), audio {}; video round trip timed on {} sessions per step.\n",
+            "Camera: VP8 {}×{} at {} fps, a {}-frame loop starting with a keyframe ({:.0} kbit/s, noise ±{}), audio {}; video round trip timed on {} sessions per step.\n",
             v.width,
             v.height,
             v.fps,
             v.loop_frames,
             v.loop_kbps,
+            v.noise,
             if v.audio { "sent too" } else { "not sent" },
             v.measure
         );

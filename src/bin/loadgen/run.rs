@@ -194,6 +194,8 @@ pub struct VideoSettings {
     /// Target and measured mean bitrate of the loop, kbit/s.
     pub bitrate_kbps: u32,
     pub loop_kbps: f64,
+    /// Sensor noise of the loop (± luma).
+    pub noise: u8,
     /// Sessions measured for video per step.
     pub measure: usize,
     /// Whether audio was sent too.
@@ -463,6 +465,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
             loop_frames: clip.len(),
             bitrate_kbps: clip.spec.bitrate_kbps,
             loop_kbps: clip.kbps(),
+            noise: clip.spec.noise,
             measure: cfg.video_measure,
             audio: cfg.audio,
         }),

@@ -6,7 +6,7 @@
 //! 640×480, two seconds at 30 fps), then every session loops over the same encoded frames:
 //! sending a frame costs an `Arc` clone plus str0m's packetizing and SRTP, never an encode.
 //! The picture is shaped like a webcam's: a fixed textured background, a bright "head" that
-//! moves around it, and a little sensor noise that differs in every frame, so that the server's
+//! moves around it, and a little sensor noise (±3 by default) that differs in every frame, so that the server's
 //! decoder and re-encoder do the work a real camera would give them (a still picture would
 //! encode to almost nothing).
 //!
@@ -53,6 +53,8 @@ pub struct VideoSpec {
     pub frames: usize,
     /// VP8 target bitrate of the clip, kbit/s.
     pub bitrate_kbps: u32,
+    /// Sensor noise: luma varies by up to ± this much per pixel and frame (0: none).
+    pub noise: u8,
 }
 
 impl Default for VideoSpec {
@@ -63,6 +65,7 @@ impl Default for VideoSpec {
             fps: 30,
             frames: 60,
             bitrate_kbps: 1_000,
+            noise: 3,
         }
     }
 }
@@ -110,9 +113,15 @@ fn cell_is_white(id: u8, k: usize) -> bool {
     value >> (ID_BITS - 1 - bit) & 1 == 1
 }
 
-/// Draws frame `index` of a `frames`-long loop: the background, the moving head, the noise and
-/// the stamp of `index`.
-pub fn draw_frame(width: u32, height: u32, index: usize, frames: usize) -> Result<I420, String> {
+/// Draws frame `index` of a `frames`-long loop: the background, the moving head, luma noise of
+/// up to ±`noise` and the stamp of `index`.
+pub fn draw_frame(
+    width: u32,
+    height: u32,
+    index: usize,
+    frames: usize,
+    noise: u8,
+) -> Result<I420, String> {
     let mut frame = I420::black(width, height).map_err(|e| e.to_string())?;
     let (w, h) = (width as usize, height as usize);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
@@ -137,8 +146,12 @@ pub fn draw_frame(width: u32, height: u32, index: usize, frames: usize) -> Resul
             } else {
                 100.0 + col[x] + row[y] * (x as f32 / w as f32)
             };
-            let noise = (rng.next_u64() >> 61) as f32 - 3.5; // -3.5..=3.5
-            y_plane[y * w + x] = (base + noise).clamp(16.0, 235.0) as u8;
+            let grain = if noise == 0 {
+                0.0
+            } else {
+                (rng.next_u64() % (2 * u64::from(noise) + 1)) as f32 - f32::from(noise)
+            };
+            y_plane[y * w + x] = (base + grain).clamp(16.0, 235.0) as u8;
         }
     }
     for y in 0..ch {
@@ -240,7 +253,7 @@ impl VideoClip {
         for pass in 0..2 {
             frames.clear();
             for i in 0..spec.frames {
-                let picture = draw_frame(spec.width, spec.height, i, spec.frames)?;
+                let picture = draw_frame(spec.width, spec.height, i, spec.frames, spec.noise)?;
                 let pts = (pass * spec.frames + i) as u64 * step;
                 let mut out = encoder
                     .encode(&picture, pts, i == 0)
@@ -325,11 +338,11 @@ mod tests {
     #[test]
     fn stamps_read_back_from_raw_frames() {
         for id in [0u8, 1, 37, 59, 128, 255] {
-            let frame = draw_frame(640, 480, id as usize, 256).expect("draw");
+            let frame = draw_frame(640, 480, id as usize, 256, 3).expect("draw");
             assert_eq!(read_stamp(&frame), Some(id));
         }
         // Not a multiple of 16 wide.
-        let frame = draw_frame(330, 250, 5, 60).expect("draw");
+        let frame = draw_frame(330, 250, 5, 60, 0).expect("draw");
         assert_eq!(read_stamp(&frame), Some(5));
     }
 
@@ -402,6 +415,7 @@ mod tests {
             frames: 3,
             bitrate_kbps: 200,
             fps: 30,
+            noise: 3,
         })
         .expect("encode");
         let mut reader = StampReader::new().expect("decoder");
