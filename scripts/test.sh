@@ -35,3 +35,8 @@ echo "== tests (inside a loopback-only network namespace)"
 echo "== browser tests: official client in Chromium and Firefox, our /client/ page, a raw RTCPeerConnection"
 tests/browser/install.sh
 SMALLWEBRTC_BIN=target/debug/smallwebrtc "$NSRUN" tests/browser/run.sh
+
+echo "== fuzzing: every target for a short run (seed corpus replayed, then ${FUZZ_SECONDS:-10} s of new inputs)"
+# Outside the namespace: cargo-fuzz is installed from crates.io on first use, and no
+# fuzz target opens a socket.
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh
