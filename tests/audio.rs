@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::client::{ClientEvent, ClientOptions, TestClient};
+use common::client::{ClientEvent, ClientOptions, OfferShape, TestClient};
 use smallwebrtc::bots::BotArgs;
 use smallwebrtc::media::audio::{
     dominant_frequency, sine, tone_level_db, OpusDecoder, OpusEncoder,
@@ -408,6 +408,41 @@ async fn the_echo_bot_returns_the_clients_tone() {
             break;
         }
         assert!(t.elapsed() < WAIT, "no echo of the tone");
+    }
+}
+
+/// An ESP32-shaped client (libpeer's `UDP/TLS/RTP/SAVP` audio, data channel
+/// `"rtvi-ai"`, no trickle) against a server in `--esp32` mode hears its own tone.
+#[tokio::test]
+async fn an_esp32_client_hears_its_tone_echoed() {
+    let server = Server::bind(ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        esp32: true,
+        bot: Arc::new(smallwebrtc::bots::echo::run),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("server binds");
+    let url = format!("http://{}/api/offer", server.http_addr());
+    tokio::spawn(server.run(std::future::pending()));
+    let client = TestClient::start(&url, ClientOptions::for_shape(OfferShape::Esp32))
+        .await
+        .expect("answered");
+    assert!(client.offer_sdp().contains("m=audio 9 UDP/TLS/RTP/SAVP "));
+    client.wait_connected(WAIT).await.expect("connected");
+    let mut heard_rx = hear(&client);
+    let _sender = send_tone(&client, 440.0, 0);
+    let t = Instant::now();
+    loop {
+        let chunk = heard(&mut heard_rx, Duration::from_millis(200)).await;
+        let pcm: Vec<i16> = chunk.iter().flat_map(|(_, p)| p.clone()).collect();
+        if is_tone(&pcm, 440.0) {
+            let freq = dominant_frequency(&pcm, 48_000);
+            assert!((freq - 440.0).abs() < 5.0, "echo came back at {freq} Hz");
+            break;
+        }
+        assert!(t.elapsed() < WAIT, "no echo of the ESP32 client's tone");
     }
 }
 
