@@ -75,10 +75,10 @@ pub struct TransportParams {
     pub audio_out_auto_silence: bool,
     /// The Opus encoder's complexity for the bot's voice, 0..=10 (1). Not a Pipecat
     /// parameter: aiortc leaves libopus at its default (10). The encoder is most of a
-    /// voice session's cost, and on x86-64 with libopus 1.6 complexity 1 costs about a
-    /// third of 10 per 20 ms frame (0 half of 1; 2–6 cost more than 7, which has a
-    /// SIMD path): see "Opus encoder complexity" in `BENCHMARKS.md`. Speech stays
-    /// clear at 0–1; raise it for music.
+    /// voice session's cost, and with libopus 1.6 on x86-64 complexity 1 costs about a
+    /// quarter of 10 per 20 ms frame (38 against 142 µs at 16 kHz; 0 is 34 µs): see
+    /// "Opus encoder complexity" in `BENCHMARKS.md`. Speech stays clear at 0–1; raise
+    /// it for music.
     pub audio_out_opus_complexity: u8,
     /// Deliver the client's video as [`UserImageRawFrame`]s (off by default).
     pub video_in_enabled: bool,
