@@ -80,6 +80,74 @@ pub static OFFERS_NOT_FOUND: Counter = Counter::new();
 /// Offers refused for capacity or shutdown (503).
 pub static OFFERS_UNAVAILABLE: Counter = Counter::new();
 
+/// How many observations fell at or under each of fixed bounds (a Prometheus histogram).
+///
+/// ```
+/// use smallwebrtc::metrics::Histogram;
+///
+/// static RTT: Histogram<3> = Histogram::new([0.01, 0.1, 1.0]);
+/// RTT.observe(0.05);
+/// assert_eq!(RTT.count(), 1);
+/// ```
+#[derive(Debug)]
+pub struct Histogram<const N: usize> {
+    bounds: [f64; N],
+    buckets: [Counter; N],
+    /// The sum, in millionths, so that it stays an atomic integer.
+    sum_micros: Counter,
+    count: Counter,
+}
+
+impl<const N: usize> Histogram<N> {
+    /// An empty histogram with these upper bounds, in increasing order.
+    pub const fn new(bounds: [f64; N]) -> Self {
+        Histogram {
+            bounds,
+            buckets: [const { Counter::new() }; N],
+            sum_micros: Counter::new(),
+            count: Counter::new(),
+        }
+    }
+
+    /// Records one observation (negative or NaN ones are ignored).
+    pub fn observe(&self, value: f64) {
+        if value.is_nan() || value < 0.0 {
+            return;
+        }
+        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
+            self.buckets[i].inc();
+        }
+        self.sum_micros.add((value * 1e6) as u64);
+        self.count.inc();
+    }
+
+    /// How many observations were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += bucket.get();
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count.get());
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.get() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", self.count.get());
+    }
+}
+
+/// Round-trip time to clients, in seconds, from RTCP (one observation per session every
+/// [`STATS_INTERVAL`](crate::peer::connection::STATS_INTERVAL)).
+pub static ROUND_TRIP: Histogram<9> =
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+/// Fraction of the client's packets lost on the way to us, per session and interval.
+pub static LOSS_IN: Histogram<7> = Histogram::new([0.0, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]);
+/// Fraction of our packets the client reports lost, per session and interval.
+pub static LOSS_OUT: Histogram<7> = Histogram::new([0.0, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]);
+
 /// Opus frames decoded (and concealed) for bots.
 pub static AUDIO_DECODE: Timer = Timer::new();
 /// Opus frames encoded for clients.
@@ -169,6 +237,21 @@ pub fn render(sessions: SessionCounts, bots_running: usize) -> String {
         "Client media frames lost on the way (concealed or skipped).",
         &[("", &MEDIA_FRAMES_LOST)],
     );
+    ROUND_TRIP.render(
+        &mut out,
+        "smallwebrtc_round_trip_seconds",
+        "Round-trip time to clients, sampled per session every stats interval.",
+    );
+    LOSS_IN.render(
+        &mut out,
+        "smallwebrtc_packet_loss_in_ratio",
+        "Fraction of client packets lost on the way in, per session and stats interval.",
+    );
+    LOSS_OUT.render(
+        &mut out,
+        "smallwebrtc_packet_loss_out_ratio",
+        "Fraction of our packets the client reports lost, per session and stats interval.",
+    );
     for (name, help, timer) in [
         (
             "smallwebrtc_audio_decode_seconds",
@@ -226,9 +309,29 @@ mod tests {
             text.contains("smallwebrtc_audio_encode_seconds_count "),
             "{text}"
         );
+        assert!(
+            text.contains("# TYPE smallwebrtc_round_trip_seconds histogram"),
+            "{text}"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
         }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h: Histogram<3> = Histogram::new([0.01, 0.1, 1.0]);
+        for v in [0.005, 0.05, 0.05, 5.0, f64::NAN, -1.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.01\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.1\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"1\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_count 4\n"), "{out}");
+        assert!(out.contains("x_sum 5.105\n"), "{out}");
     }
 }

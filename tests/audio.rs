@@ -626,3 +626,49 @@ async fn bad_writes_get_errors_that_name_the_problem() {
     );
     assert!(got[4].1.to_lowercase().contains("channel"), "{}", got[4].1);
 }
+
+/// `/metrics` reports each session's round-trip time and packet loss, from RTCP.
+#[tokio::test]
+async fn metrics_report_round_trip_time_and_packet_loss() {
+    let url = serve(smallwebrtc::bots::echo::run).await;
+    let metrics_url = url.replace("/api/offer", "/metrics");
+    let client = connect(&url).await;
+    let _sender = send_tone(&client, 440.0, 0);
+    let http = reqwest::Client::new();
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // Stats come every 5 s per session; RTCP needs a report each way first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = http
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if value(&text, "smallwebrtc_round_trip_seconds_count") >= 1.0
+            && value(&text, "smallwebrtc_packet_loss_in_ratio_count") >= 1.0
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no round trip or loss sample:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // On loopback the round trip is well under 100 ms.
+    let count = value(&text, "smallwebrtc_round_trip_seconds_count");
+    let under_100ms = value(&text, "smallwebrtc_round_trip_seconds_bucket{le=\"0.1\"}");
+    assert_eq!(under_100ms, count, "{text}");
+    // Loopback loses nothing. (Skipping a packet in the test client would not show:
+    // str0m numbers only the packets written, so the sequence has no gap.)
+    let loss_samples = value(&text, "smallwebrtc_packet_loss_in_ratio_count");
+    let lossless = value(&text, "smallwebrtc_packet_loss_in_ratio_bucket{le=\"0\"}");
+    assert_eq!(lossless, loss_samples, "{text}");
+}

@@ -25,6 +25,7 @@ use super::endpoint::Endpoint;
 use super::media::{MediaPacket, OutgoingMedia};
 use super::offer::{inspect_offer, rewrite_offer, OfferSummary};
 use super::protocol::{parse_incoming, Incoming, Signal, TrackSource};
+use crate::metrics;
 use crate::net::{Datagram, MuxSession};
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::types::{IceCandidate, SmallWebRtcAnswer};
@@ -38,6 +39,9 @@ const AUDIO_REORDER_PACKETS: usize = 3;
 const VIDEO_REORDER_PACKETS: usize = 1024;
 /// The longest an audio frame waits for a missing earlier packet.
 const AUDIO_REORDER_WAIT: Duration = Duration::from_millis(60);
+
+/// How often each session samples its round-trip time and packet loss for `/metrics`.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long after a processed re-offer a new `renegotiate` request may be sent.
 const RENEGOTIATION_GUARD: Duration = Duration::from_secs(2);
@@ -569,6 +573,7 @@ impl Peer {
             .set_reordering_timeout_audio(Some(AUDIO_REORDER_WAIT))
             // A screen-share keyframe can span hundreds of packets.
             .set_reordering_size_video(VIDEO_REORDER_PACKETS)
+            .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
         for c in candidates {
             rtc.add_local_candidate(c);
@@ -905,6 +910,17 @@ impl SessionTask {
                         state.estimate.twcc_bps = Some(estimate.as_u64())
                     }
                     _ => {}
+                }
+            }
+            Event::PeerStats(stats) => {
+                if let Some(rtt) = stats.rtt {
+                    metrics::ROUND_TRIP.observe(rtt.as_secs_f64());
+                }
+                if let Some(loss) = stats.ingress_loss_fraction {
+                    metrics::LOSS_IN.observe(f64::from(loss));
+                }
+                if let Some(loss) = stats.egress_loss_fraction {
+                    metrics::LOSS_OUT.observe(f64::from(loss));
                 }
             }
             Event::Closed => {
