@@ -101,6 +101,11 @@ struct ServeArgs {
     /// from a phone on the same network: the browser warns once).
     #[arg(long, conflicts_with = "tls_cert")]
     tls_self_signed: bool,
+    /// Estimate each client's bandwidth from its transport-cc feedback (what browsers
+    /// send), so the bot's video bitrate follows it. Costs pacing and up to 50 kbit/s of
+    /// padding per video session; off, the video follows only REMB.
+    #[arg(long)]
+    video_bwe: bool,
     /// Which candidates answers carry: all, or only TURN relays.
     #[arg(long, value_enum, default_value = "all")]
     ice_transport_policy: Policy,
@@ -174,6 +179,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         node_id: args.node_id,
         relay_only: args.ice_transport_policy == Policy::Relay,
+        video_bwe: args.video_bwe,
         tls: match (args.tls_cert, args.tls_key, args.tls_self_signed) {
             (Some(cert), Some(key), _) => Some(TlsConfig::Files { cert, key }),
             (_, _, true) => Some(TlsConfig::SelfSigned),

@@ -72,6 +72,11 @@ pub struct ServerConfig {
     /// Announce only relay (TURN) candidates, like a client's
     /// `iceTransportPolicy: "relay"`: every session's media goes through TURN.
     pub relay_only: bool,
+    /// Estimate the bandwidth to each client from its transport-cc feedback, so the
+    /// bot's video bitrate follows it (see
+    /// [`EndpointConfig::send_side_bwe`](crate::peer::endpoint::EndpointConfig)). Off by
+    /// default: it costs pacing and padding, which bots that send no video do not need.
+    pub video_bwe: bool,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +98,7 @@ impl Default for ServerConfig {
             peers: Vec::new(),
             relay_only: false,
             tls: None,
+            video_bwe: false,
         }
     }
 }
@@ -191,6 +197,7 @@ impl Server {
                 public_ips: config.public_ips.clone(),
                 pc_id_prefix: format!("{}pc-", cluster.id_prefix()),
                 timeouts: config.timeouts,
+                send_side_bwe: config.video_bwe,
             },
         );
         endpoint.set_relay_only(config.relay_only);

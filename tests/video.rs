@@ -23,8 +23,9 @@ use smallwebrtc::media::video::{
 use smallwebrtc::server::{Server, ServerConfig};
 use smallwebrtc::transport::{
     InputFrame, OutputImageRawFrame, SmallWebRtcTransport, SpriteFrame, TransportEvent,
-    TransportParams, UserImageRawFrame, VideoFormat, VideoInSource, VideoSource,
+    TransportOutput, TransportParams, UserImageRawFrame, VideoFormat, VideoInSource, VideoSource,
 };
+use smallwebrtc::SmallWebRtcConnection;
 use str0m::bwe::Bitrate;
 use str0m::format::Codec;
 use str0m::media::{Frequency, MediaTime};
@@ -490,42 +491,105 @@ fn faint_noise(width: u32, height: u32, frames: usize) -> SpriteFrame {
 /// A server whose bot shows animated faint noise at 320×240, 15 fps, starting
 /// at 1000 kbit/s within 100..=2500.
 async fn serve_noise() -> String {
-    let bot = move |args: BotArgs| async move {
-        let transport = SmallWebRtcTransport::new(
-            args.connection,
-            TransportParams {
-                video_out_enabled: true,
-                video_out_width: 320,
-                video_out_height: 240,
-                video_out_framerate: 15,
-                video_out_bitrate: 1000,
-                video_out_bitrate_min: 100,
-                video_out_bitrate_max: 2500,
-                ..TransportParams::default()
-            },
-        )
-        .unwrap();
-        transport
-            .output()
-            .send_sprite(faint_noise(320, 240, 8))
+    serve_noise_with(false).await.0
+}
+
+/// Like [`serve_noise`], with send-side bandwidth estimation on or off; each session's
+/// connection and transport output are handed to the test.
+async fn serve_noise_with(
+    video_bwe: bool,
+) -> (
+    String,
+    mpsc::UnboundedReceiver<(SmallWebRtcConnection, TransportOutput)>,
+) {
+    let (sessions_tx, sessions) = mpsc::unbounded_channel();
+    let bot = move |args: BotArgs| {
+        let sessions_tx = sessions_tx.clone();
+        async move {
+            let connection = args.connection.clone();
+            let transport = SmallWebRtcTransport::new(
+                args.connection,
+                TransportParams {
+                    video_out_enabled: true,
+                    video_out_width: 320,
+                    video_out_height: 240,
+                    video_out_framerate: 15,
+                    video_out_bitrate: 1000,
+                    video_out_bitrate_min: 100,
+                    video_out_bitrate_max: 2500,
+                    ..TransportParams::default()
+                },
+            )
             .unwrap();
-        let mut events = transport.events();
-        while !matches!(
-            events.recv().await,
-            Some(TransportEvent::ClientClosed) | None
-        ) {}
+            transport
+                .output()
+                .send_sprite(faint_noise(320, 240, 8))
+                .unwrap();
+            let _ = sessions_tx.send((connection, transport.output()));
+            let mut events = transport.events();
+            while !matches!(
+                events.recv().await,
+                Some(TransportEvent::ClientClosed) | None
+            ) {}
+        }
     };
     let server = Server::bind(ServerConfig {
         host: "127.0.0.1".into(),
         port: 0,
         bot: Arc::new(bot),
+        video_bwe,
         ..ServerConfig::default()
     })
     .await
     .unwrap();
     let url = format!("http://{}/api/offer", server.http_addr());
     tokio::spawn(server.run(std::future::pending()));
-    url
+    (url, sessions)
+}
+
+/// Browsers send transport-cc feedback, not REMB: with `video_bwe` the server
+/// estimates the bandwidth itself, and the bot's video bitrate follows that estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_video_bwe_the_bots_bitrate_follows_the_transport_cc_estimate() {
+    let (url, mut sessions) = serve_noise_with(true).await;
+    let (client, _) = connect(&url, VideoCodec::Vp8).await;
+    client.wait_connected(WAIT).await.unwrap();
+    let (connection, output) = sessions.recv().await.unwrap();
+    assert_eq!(output.video_bitrate(), Some(1000), "the start bitrate");
+    // Keep the video flowing (and its feedback coming) while we watch.
+    let _receiving = tokio::spawn({
+        let client = client.clone_handle();
+        async move { receive(&client, VideoCodec::Vp8, Duration::from_secs(30), None).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    let followed = loop {
+        let estimate = connection.bandwidth_estimate();
+        let target = output.video_bitrate().unwrap();
+        seen.push((estimate.twcc_bps, target));
+        if let Some(twcc) = estimate.twcc_bps {
+            // 90 % of the estimate, within the bot's 100..=2500 kbit/s.
+            let wanted = (twcc as f64 * 0.9 / 1000.0).clamp(100.0, 2500.0);
+            if target != 1000 && (f64::from(target) - wanted).abs() <= wanted * 0.3 {
+                break (twcc, target);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the video bitrate did not follow a transport-cc estimate: (estimate bit/s, target kbit/s) {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        connection.bandwidth_estimate().remb_bps,
+        None,
+        "no REMB involved"
+    );
+    eprintln!(
+        "transport-cc estimate {} bit/s → video target {} kbit/s",
+        followed.0, followed.1
+    );
+    client.close().await;
 }
 
 /// What the client received of the bot's video over a stretch of time.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use str0m::bwe::BweKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
 use str0m::media::{KeyframeRequestKind, MediaKind, MediaTime, Mid};
@@ -39,6 +39,11 @@ const AUDIO_REORDER_PACKETS: usize = 3;
 const VIDEO_REORDER_PACKETS: usize = 1024;
 /// The longest an audio frame waits for a missing earlier packet.
 const AUDIO_REORDER_WAIT: Duration = Duration::from_millis(60);
+
+/// Where send-side bandwidth estimation starts, before any feedback.
+const BWE_START_BPS: u64 = 1_000_000;
+/// Headroom over the video's highest bitrate asked of the estimator, for audio.
+const BWE_AUDIO_HEADROOM_BPS: u64 = 64_000;
 
 /// How often each session samples its round-trip time and packet loss for `/metrics`.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
@@ -115,18 +120,18 @@ pub enum ConnectionEvent {
 ///
 /// * `remb_bps`: the client's own estimate, from RTCP REMB (`goog-remb`). str0m
 ///   reports every REMB it receives, with no configuration.
-/// * `twcc_bps`: str0m's send-side estimate from transport-cc feedback. It exists
-///   only when send-side estimation (`RtcConfig::enable_bwe`) is on, and this
-///   server leaves it off: it turns on str0m's pacer and a 50 kbit/s padding floor
-///   on every peer connection that negotiates a sending video m-line with
-///   transport-cc — every session of the official client, including the many
-///   whose bot sends no video — and it must be chosen when the offer is answered,
-///   before the bot says whether it sends video. So today it stays `None`.
+/// * `twcc_bps`: str0m's send-side estimate from transport-cc feedback, which is what
+///   Chrome and Firefox send (they send REMB only for streams without the
+///   transport-wide sequence number, which str0m negotiates). It exists only when
+///   the server runs send-side estimation (`ServerConfig::video_bwe`, `--video-bwe`)
+///   and the offer has video. That is off by default: str0m then paces every packet
+///   and pads up to 50 kbit/s on each peer connection with a sending video m-line —
+///   every session of the official client, including the many whose bot sends no
+///   video — and it must be chosen when the offer is answered, before the bot says
+///   whether it sends video. Without it, browsers' sessions keep `video_out_bitrate`.
 ///
-/// The consequence: Chrome and Firefox send REMB only for streams that lack the
-/// transport-wide sequence number, which str0m negotiates, so with them no
-/// estimate arrives and the video stays at `video_out_bitrate`. Clients that send
-/// REMB (str0m, GStreamer, libwebrtc without transport-cc, SFUs) are followed.
+/// Clients that send REMB (str0m, GStreamer, libwebrtc without transport-cc, SFUs)
+/// are followed either way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BandwidthEstimate {
     /// The last REMB the client sent, in bit/s.
@@ -183,6 +188,10 @@ enum Command {
     SetMediaReader(usize, Option<mpsc::Sender<MediaPacket>>),
     WriteMedia(OutgoingMedia),
     RequestKeyframe(usize),
+    SetVideoBitrateBounds {
+        min_bps: u64,
+        max_bps: u64,
+    },
     Connect,
     AskToRenegotiate,
     Disconnect,
@@ -281,7 +290,13 @@ impl SmallWebRtcConnection {
             .local_candidates_at(&local_addrs, &ice_servers)
             .await;
         let pc_id = endpoint.new_pc_id();
-        let peer = Peer::accept(&mux_session, sdp, candidates, Instant::now())?;
+        let peer = Peer::accept(
+            &mux_session,
+            sdp,
+            candidates,
+            Instant::now(),
+            endpoint.send_side_bwe(),
+        )?;
         let answer = SmallWebRtcAnswer {
             sdp: peer.answer.clone(),
             sdp_type: "answer".into(),
@@ -481,6 +496,17 @@ impl SmallWebRtcConnection {
         let _ = self.shared.commands.send(Command::RequestKeyframe(index));
     }
 
+    /// Tells the bandwidth estimator the bounds of the bot's video bitrate, so it
+    /// probes for up to `max_bps` (plus room for audio). Only has an effect when the
+    /// server runs send-side estimation (`ServerConfig::video_bwe`) and the session
+    /// has video; [`VideoOut`](crate::transport) calls it when video output starts.
+    pub fn set_video_bitrate_bounds(&self, min_bps: u64, max_bps: u64) {
+        let _ = self
+            .shared
+            .commands
+            .send(Command::SetVideoBitrateBounds { min_bps, max_bps });
+    }
+
     /// True when the session was ended by [`disconnect`](Self::disconnect) or
     /// [`close`](Self::close) on our side, not by the client or a timeout.
     pub fn closed_by_server(&self) -> bool {
@@ -551,20 +577,30 @@ struct Peer {
     ufrag: String,
     summary: OfferSummary,
     answer: String,
+    /// Whether str0m's send-side bandwidth estimation runs on this `Rtc`.
+    bwe: bool,
 }
 
 impl Peer {
+    /// `send_side_bwe`: estimate the bandwidth from transport-cc feedback if the
+    /// offer has video ([`EndpointConfig::send_side_bwe`](super::endpoint::EndpointConfig)).
     fn accept(
         mux: &MuxSession,
         sdp: &str,
         candidates: Vec<Candidate>,
         now: Instant,
+        send_side_bwe: bool,
     ) -> Result<Peer, PeerError> {
         let summary = inspect_offer(sdp).map_err(|e| PeerError::InvalidOffer(e.0))?;
         let offer = parse_offer(sdp)?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
-        let mut rtc = RtcConfig::new()
+        let bwe = send_side_bwe && summary.has_video();
+        let mut config = RtcConfig::new();
+        if bwe {
+            config = config.enable_bwe(Some(Bitrate::bps(BWE_START_BPS)));
+        }
+        let mut rtc = config
             .set_local_ice_credentials(creds)
             // A lost audio packet holds back the ones after it until this many
             // have arrived (str0m's default, 15, is 300 ms of voice). The reader
@@ -585,6 +621,7 @@ impl Peer {
             ufrag,
             summary,
             answer: finish_answer(&answer.to_sdp_string()),
+            bwe,
         })
     }
 
@@ -689,6 +726,8 @@ struct SessionTask {
     finished: bool,
     /// Readers of the client's media, by m-line index; kept across `restart_pc`.
     readers: Vec<Option<mpsc::Sender<MediaPacket>>>,
+    /// The bot's video bitrate bounds, for the bandwidth estimator.
+    video_bitrate_bounds: Option<(u64, u64)>,
 }
 
 impl SessionTask {
@@ -720,6 +759,7 @@ impl SessionTask {
             connecting_emitted: false,
             finished: false,
             readers: Vec::new(),
+            video_bitrate_bounds: None,
         }
     }
 
@@ -978,6 +1018,10 @@ impl SessionTask {
             }
             Command::WriteMedia(media) => self.write_media(media),
             Command::RequestKeyframe(index) => self.request_keyframe(index),
+            Command::SetVideoBitrateBounds { min_bps, max_bps } => {
+                self.video_bitrate_bounds = Some((min_bps, max_bps));
+                self.apply_video_bitrate_bounds();
+            }
             Command::AskToRenegotiate => {
                 if !self.renegotiation_requested {
                     self.renegotiation_requested = true;
@@ -1025,13 +1069,32 @@ impl SessionTask {
         self.check_deadlines().await;
     }
 
+    /// Passes the video bitrate bounds to str0m's estimator, if it runs: probing
+    /// goes up to the highest video bitrate plus audio; no minimum beyond str0m's own
+    /// padding floor, so a quiet bot is not padded up to its video rate.
+    fn apply_video_bitrate_bounds(&mut self) {
+        if let (true, Some((_, max_bps))) = (self.peer.bwe, self.video_bitrate_bounds) {
+            self.peer.rtc.bwe().set_bitrate(
+                Bitrate::ZERO,
+                Bitrate::bps(max_bps + BWE_AUDIO_HEADROOM_BPS),
+            );
+        }
+    }
+
     async fn restart(
         &mut self,
         sdp: &str,
         candidates: Vec<Candidate>,
     ) -> Result<String, PeerError> {
-        let peer = Peer::accept(&self.mux, sdp, candidates, Instant::now())?;
+        let peer = Peer::accept(
+            &self.mux,
+            sdp,
+            candidates,
+            Instant::now(),
+            self.endpoint.send_side_bwe(),
+        )?;
         let mut old = std::mem::replace(&mut self.peer, peer);
+        self.apply_video_bitrate_bounds();
         self.mux.release_ufrag(&old.ufrag);
         close_rtc(&mut old.rtc, &mut self.mux).await;
         let pc_id = self.endpoint.new_pc_id();

@@ -57,6 +57,11 @@ pub struct EndpointConfig {
     pub pc_id_prefix: String,
     /// Timeouts of each connection.
     pub timeouts: Timeouts,
+    /// Run str0m's send-side bandwidth estimation (TWCC) on sessions whose offer has
+    /// video, so the bot's video bitrate follows browsers (they send transport-cc
+    /// feedback, not REMB). It paces every packet and pads up to 50 kbit/s when
+    /// video sends less, so it is for servers whose bots send video.
+    pub send_side_bwe: bool,
 }
 
 struct Inner {
@@ -103,6 +108,11 @@ impl Endpoint {
     /// The connection timeouts.
     pub fn timeouts(&self) -> Timeouts {
         self.inner.config.timeouts
+    }
+
+    /// Whether sessions with video run send-side bandwidth estimation.
+    pub fn send_side_bwe(&self) -> bool {
+        self.inner.config.send_side_bwe
     }
 
     /// A fresh, unguessable `pc_id`: the prefix and 128 random bits in hex.

@@ -332,6 +332,8 @@ impl VideoOut {
                 height,
             }));
         }
+        // The estimator (when the server runs one) should look for room up to our ceiling.
+        connection.set_video_bitrate_bounds(u64::from(min_kbps) * 1000, u64::from(max_kbps) * 1000);
         let out = Arc::new(VideoOut {
             state: Mutex::new(VideoOutState {
                 showing: Showing::Nothing,

@@ -5,7 +5,8 @@
 #   ../shared/tools/nsrun tests/browser/run.sh            # from the checkout
 #   EXPECT_VIDEO=1 ../shared/tools/nsrun tests/browser/run.sh
 #
-# Env: SMALLWEBRTC_BIN (default: the newer of target/release/smallwebrtc and target/debug/smallwebrtc),
+# Env: SMALLWEBRTC_ARGS (extra `serve` flags, e.g. --video-bwe),
+#      SMALLWEBRTC_BIN (default: the newer of target/release/smallwebrtc and target/debug/smallwebrtc),
 # EXPECT_VIDEO=1 (check the bot's video), EXPECT_RENEGOTIATE=1 (fail, not skip,
 # if the echo bot ignores the renegotiate trigger), ARTIFACTS_DIR (default
 # artifacts/), extra arguments go to `node --test` (e.g. a test file).
@@ -44,7 +45,7 @@ export ARTIFACTS_DIR="$artifacts"
 log="$artifacts/server.log"
 
 port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
-NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$bin" serve --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$bin" serve --host 127.0.0.1 --port "$port" ${SMALLWEBRTC_ARGS:-} >"$log" 2>&1 &
 server_pid=$!
 cleanup() {
   kill "$server_pid" 2>/dev/null || true
