@@ -12,6 +12,10 @@ if [ ! -x "$NSRUN" ]; then
   exit 2
 fi
 
+# No incremental state: CI builds from a clean clone once, and it would add
+# gigabytes to a disk that has already run out once.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 source scripts/deps.sh
 # ip and unshare make the test namespace; nginx fronts the two-node test;
 # coturn is the TURN server of the relay tests (openssl makes its TLS certificate).
