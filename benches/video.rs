@@ -14,31 +14,46 @@ use smallwebrtc::media::video::{
     quadrants, EncodedFrame, EncoderConfig, Image, Scaler, VideoCodec, VideoFormat, I420,
 };
 
-/// `count` frames of a moving scene at `width × height`.
-fn scene(width: u32, height: u32, count: u32) -> Vec<I420> {
+/// `count` frames of a camera-like scene at `width × height`, with sensor noise, and the same
+/// frames without it (what a perfect camera would have seen, to judge quality against): the
+/// four-colour test card under a soft texture, and a textured square moving across it.
+fn scene(width: u32, height: u32, count: u32) -> (Vec<I420>, Vec<I420>) {
     let card = quadrants(width, height).into_i420().expect("valid size");
     let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let w = width as usize;
+    let side = (height / 4) as usize;
+    let texture = |x: usize, y: usize| {
+        let (x, y) = (x as f32, y as f32);
+        (12.0 * (x / 7.0).sin() * (y / 11.0).cos() + 6.0 * ((x + y) / 23.0).sin()) as i16
+    };
     (0..count)
         .map(|t| {
-            let mut frame = card.clone();
-            let w = width as usize;
-            let side = (height / 4) as usize;
+            let mut clean = card.clone();
             let x0 = (t as usize * 9) % (w - side);
             let y0 = (t as usize * 5) % (height as usize - side);
-            let (y, _, _) = frame.planes_mut();
+            let (y, _, _) = clean.planes_mut();
             for (i, px) in y.iter_mut().enumerate() {
                 let (x, row) = (i % w, i / w);
+                let square = (x0..x0 + side).contains(&x) && (y0..y0 + side).contains(&row);
+                let base = if square {
+                    160 + 2 * texture(x - x0, row - y0)
+                } else {
+                    i16::from(*px) + texture(x, row)
+                };
+                *px = base.clamp(16, 235) as u8;
+            }
+            let mut noisy = clean.clone();
+            let (y, _, _) = noisy.planes_mut();
+            for px in y.iter_mut() {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 let noise = (seed % 7) as i16 - 3;
-                let square = (x0..x0 + side).contains(&x) && (y0..y0 + side).contains(&row);
-                let base = if square { 200 } else { i16::from(*px) };
-                *px = (base + noise).clamp(16, 235) as u8;
+                *px = (i16::from(*px) + noise).clamp(16, 235) as u8;
             }
-            frame
+            (noisy, clean)
         })
-        .collect()
+        .unzip()
 }
 
 /// The time this thread has spent on a CPU, from Linux's `/proc/thread-self/schedstat`: unlike
@@ -98,7 +113,12 @@ fn report(name: &str, per_call: PerCall) {
     );
 }
 
-fn codec(codec: VideoCodec, width: u32, height: u32, frames: &[I420], iterations: usize) {
+fn codec(
+    codec: VideoCodec,
+    (width, height): (u32, u32),
+    (frames, clean): (&[I420], &[I420]),
+    iterations: usize,
+) {
     let config = EncoderConfig::default(); // 1000 kbit/s, 30 fps
     let Ok(mut encoder) = smallwebrtc::media::video::new_encoder(codec, config) else {
         println!("{codec} not built in");
@@ -131,6 +151,21 @@ fn codec(codec: VideoCodec, width: u32, height: u32, frames: &[I420], iterations
         .collect();
     let bytes: usize = stream.iter().map(|f| f.data.len()).sum();
     let mut decoder = smallwebrtc::media::video::new_decoder(codec).expect("decoder");
+    // What the speed bought: luma PSNR of the decoded stream against the source, after the
+    // first second (rate control settles), and the bitrate it really used.
+    let decoded: Vec<I420> = stream
+        .iter()
+        .filter_map(|frame| decoder.decode(&frame.data).expect("decode"))
+        .collect();
+    let settled = decoded.len().min(30).min(decoded.len().saturating_sub(1));
+    let psnr = mean_luma_psnr(&decoded[settled..], &frames[settled..]);
+    let psnr_clean = mean_luma_psnr(&decoded[settled..], &clean[settled..]);
+    println!(
+        "{codec} quality {width}x{height}: luma PSNR {psnr:.2} dB against the camera, \
+         {psnr_clean:.2} dB against the noiseless scene; {:.0} kbit/s",
+        bytes as f64 * 8.0 * 30.0 / stream.len().max(1) as f64 / 1000.0
+    );
+    let mut decoder = smallwebrtc::media::video::new_decoder(codec).expect("decoder");
     let per_call = time_per_call(&stream, iterations, |frame| {
         // Cycling restarts at the keyframe, which the decoder takes at any time.
         black_box(decoder.decode(black_box(&frame.data)).expect("decode"));
@@ -144,15 +179,55 @@ fn codec(codec: VideoCodec, width: u32, height: u32, frames: &[I420], iterations
     );
 }
 
+/// The mean over frames of the luma PSNR of `decoded` against `source`, in dB.
+fn mean_luma_psnr(decoded: &[I420], source: &[I420]) -> f64 {
+    let psnrs: Vec<f64> = decoded
+        .iter()
+        .zip(source)
+        .map(|(d, s)| {
+            let squared: u64 = d
+                .y()
+                .iter()
+                .zip(s.y())
+                .map(|(&a, &b)| u64::from(a.abs_diff(b)).pow(2))
+                .sum();
+            let mse = squared as f64 / s.y().len() as f64;
+            if mse == 0.0 {
+                99.0
+            } else {
+                10.0 * (255.0f64 * 255.0 / mse).log10()
+            }
+        })
+        .collect();
+    psnrs.iter().sum::<f64>() / psnrs.len().max(1) as f64
+}
+
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
+    // `cargo bench --bench video -- vp8 640` runs only what names every word given.
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .map(|arg| arg.to_lowercase())
+        .collect();
+    let wanted = |name: &str| {
+        words
+            .iter()
+            .all(|w| name.to_lowercase().contains(w.as_str()))
+    };
     let iterations = if full { 100 } else { 3 };
     let count = if full { 60 } else { 3 };
 
     for (width, height) in [(640, 480), (1024, 768)] {
-        let frames = scene(width, height, count);
-        codec(VideoCodec::Vp8, width, height, &frames, iterations);
-        codec(VideoCodec::H264, width, height, &frames, iterations);
+        let (frames, clean) = scene(width, height, count);
+        for kind in [VideoCodec::Vp8, VideoCodec::H264] {
+            if wanted(&format!("{kind} {width}x{height}")) {
+                codec(kind, (width, height), (&frames, &clean), iterations);
+            }
+        }
+        if !wanted(&format!("convert {width}x{height}")) {
+            continue;
+        }
 
         let per_call = time_per_call(&frames, iterations, |frame| {
             black_box(frame.to_image(VideoFormat::Rgb).expect("convert"));
@@ -170,6 +245,9 @@ fn main() {
         report(&format!("RGB → I420 {width}x{height} (BT.601)"), per_call);
     }
 
+    if !wanted("scaler 640x480 1024x768") {
+        return;
+    }
     let mut scaler = Scaler::new();
     let rgb = vec![quadrants(640, 480)];
     let per_call = time_per_call(&rgb, iterations, |image| {

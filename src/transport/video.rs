@@ -273,7 +273,7 @@ enum Showing {
     /// Images cycled at the framerate.
     Sprite(Vec<I420>, usize),
     /// Live frames, each sent once, paced.
-    Live(std::collections::VecDeque<I420>, Option<I420>),
+    Live(std::collections::VecDeque<I420>),
 }
 
 struct VideoOutState {
@@ -380,13 +380,13 @@ impl VideoOut {
         }
         let i420 = self.prepare(&mut state, frame)?;
         if self.live {
-            if let Showing::Live(queue, _) = &mut state.showing {
+            if let Showing::Live(queue) = &mut state.showing {
                 if queue.len() >= LIVE_QUEUE {
                     queue.pop_front();
                 }
                 queue.push_back(i420);
             } else {
-                state.showing = Showing::Live([i420].into(), None);
+                state.showing = Showing::Live([i420].into());
             }
         } else {
             state.showing = Showing::Still(i420);
@@ -447,18 +447,21 @@ impl VideoOut {
         if !state.connected {
             return;
         }
+        // The frame is encoded where it lies: a 640×480 picture is 460 kB, and copying it at
+        // every tick was a measurable share of a video session's CPU.
+        let popped;
         let frame = match &mut state.showing {
             Showing::Nothing => return,
-            Showing::Still(image) => image.clone(),
+            Showing::Still(image) => &*image,
             Showing::Sprite(images, i) => {
-                let image = images[*i % images.len()].clone();
-                *i = (*i + 1) % images.len();
-                image
+                let current = *i % images.len();
+                *i = (current + 1) % images.len();
+                &images[current]
             }
-            Showing::Live(queue, last) => match queue.pop_front() {
+            Showing::Live(queue) => match queue.pop_front() {
                 Some(image) => {
-                    *last = Some(image.clone());
-                    image
+                    popped = image;
+                    &popped
                 }
                 None => return,
             },
@@ -499,7 +502,7 @@ impl VideoOut {
             return;
         };
         let started = Instant::now();
-        let encoded = encoder.encode(&frame, pts, keyframe);
+        let encoded = encoder.encode(frame, pts, keyframe);
         metrics::VIDEO_ENCODE.record(started.elapsed());
         match encoded {
             Ok(frames) => {

@@ -2,8 +2,9 @@
 //! safe wrapper written here.
 //!
 //! The encoder runs libvpx's real-time path: constant bitrate, no look-ahead
-//! (`g_lag_in_frames = 0`), the realtime deadline, a fast speed setting, error-resilient mode,
-//! one token partition, and no dropped frames, so every frame in gives one frame out at once.
+//! (`g_lag_in_frames = 0`), the realtime deadline, a fixed fast speed level, skipped static
+//! macroblocks, error-resilient mode, one token partition, and no dropped frames, so every frame
+//! in gives one frame out at once.
 //! Keyframes come at the start, after a size change, on demand, and otherwise only every
 //! [`EncoderConfig::keyframe_interval`] frames.
 
@@ -18,12 +19,21 @@ use super::{
     VideoCodec, VideoDecoder, VideoEncoder, VideoError, I420, MAX_DIMENSION, VIDEO_RTP_CLOCK_RATE,
 };
 
-/// libvpx's VP8 speed setting (`cpu-used`, -16..=16; higher is faster, lower quality; negative
-/// values adapt the speed to wall-clock time, which makes output depend on machine load, so a
-/// fixed positive value is used). Measured on a moving 1024×768 scene at 1 Mbit/s: 12 takes about
-/// a quarter less CPU than 8 or 10 for the same PSNR (within 0.1 dB); 16 saves little more and
-/// starts to lose quality.
-const CPU_USED: c_int = 12;
+/// libvpx's VP8 speed setting (`cpu-used`, -16..=16). In real-time mode a *negative* value
+/// pins the encoder's speed level at its magnitude, while a positive one sets a CPU budget
+/// instead ((16 - n)/16 of the frame time) and lets libvpx slow its search down until an
+/// encode takes about that long: at 12 a 640×480 frame took ~4.5 ms of a 33 ms frame, load
+/// dependent, where the fixed level 12 takes ~2.5 ms at the same quality (`cargo bench --bench
+/// video -- vp8`: 46.3 dB against the noiseless scene, against 45.9 dB). 16 is cheaper still
+/// but loses ~0.6 dB.
+const CPU_USED: c_int = -12;
+/// Macroblocks whose luma differs from the previous frame by less than this sum of squared
+/// differences are coded as skipped (`VP8E_SET_STATIC_THRESHOLD`, libvpx's encode breakout; 1
+/// is off in effect). A camera's sensor noise (about ±3 levels) otherwise makes every static
+/// macroblock look changed; at 1000 (an RMS difference under 2 levels) the noise of a still
+/// background is no longer re-coded, which cost nothing measurable in quality on the benchmark
+/// scene and a quarter of the encoder's CPU on a camera echo (BENCHMARKS.md).
+const STATIC_THRESHOLD: c_int = 1000;
 /// The quantizer range WebRTC uses for VP8 (of 0..=63).
 const MIN_QUANTIZER: c_uint = 2;
 const MAX_QUANTIZER: c_uint = 56;
@@ -219,8 +229,11 @@ impl EncoderContext {
         let max_intra_pct = BUFFER_OPTIMAL_MS / 2 * config.framerate / 10;
         for (id, value) in [
             (vpx::vp8e_enc_control_id::VP8E_SET_CPUUSED, CPU_USED),
+            (
+                vpx::vp8e_enc_control_id::VP8E_SET_STATIC_THRESHOLD,
+                STATIC_THRESHOLD,
+            ),
             (vpx::vp8e_enc_control_id::VP8E_SET_NOISE_SENSITIVITY, 0),
-            (vpx::vp8e_enc_control_id::VP8E_SET_STATIC_THRESHOLD, 1),
             (
                 vpx::vp8e_enc_control_id::VP8E_SET_TOKEN_PARTITIONS,
                 vpx::vp8e_token_partitions::VP8_ONE_TOKENPARTITION as c_int,
@@ -343,7 +356,7 @@ impl Drop for EncoderContext {
 }
 
 /// A VP8 encoder with libvpx's real-time settings: constant bitrate, no look-ahead
-/// (`g_lag_in_frames = 0`), the realtime deadline, a fast fixed speed (`cpu-used` 12),
+/// (`g_lag_in_frames = 0`), the realtime deadline, a fixed speed level (`cpu-used` -12),
 /// error-resilient mode, one token partition, and no dropped frames, so every frame in gives one
 /// frame out at once. Keyframes come at the start, after a size change, on demand, and otherwise
 /// only every [`EncoderConfig::keyframe_interval`] frames.
