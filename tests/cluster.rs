@@ -31,31 +31,55 @@ fn free_port() -> u16 {
 
 /// Starts node `a` and `b` (each knowing the other) and nginx in front of them.
 async fn cluster() -> (String, Vec<Node>, Nginx) {
-    let ports = [free_port(), free_port()];
+    // Each node must know the other's URL before it binds, so the ports are picked first and
+    // may be taken by someone else (the other test in this binary) before the bind: try again.
+    for attempt in 1.. {
+        let a = free_port();
+        let b = free_port();
+        if a == b {
+            continue;
+        }
+        match bind_nodes([a, b]).await {
+            Ok(nodes) => {
+                let nginx = Nginx::start(&[a, b]);
+                return (format!("http://127.0.0.1:{}", nginx.port), nodes, nginx);
+            }
+            Err(e) if attempt < 10 => eprintln!("node ports {a}, {b} taken ({e}); new ports"),
+            Err(e) => panic!("nodes do not bind: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+async fn bind_nodes(ports: [u16; 2]) -> std::io::Result<Vec<Node>> {
     let ids = ["a", "b"];
-    let mut nodes = Vec::new();
+    let mut servers = Vec::new();
     for i in 0..2 {
         let other = 1 - i;
-        let server = Server::bind(ServerConfig {
-            host: "127.0.0.1".into(),
-            port: ports[i],
-            node_id: Some(ids[i].into()),
-            peers: vec![(
-                ids[other].into(),
-                format!("http://127.0.0.1:{}", ports[other]),
-            )],
-            ..ServerConfig::default()
-        })
-        .await
-        .expect("node binds");
-        nodes.push(Node {
-            id: ids[i],
-            handler: server.handler().clone(),
-        });
-        tokio::spawn(server.run(std::future::pending()));
+        servers.push(
+            Server::bind(ServerConfig {
+                host: "127.0.0.1".into(),
+                port: ports[i],
+                node_id: Some(ids[i].into()),
+                peers: vec![(
+                    ids[other].into(),
+                    format!("http://127.0.0.1:{}", ports[other]),
+                )],
+                ..ServerConfig::default()
+            })
+            .await?,
+        );
     }
-    let nginx = Nginx::start(&ports);
-    (format!("http://127.0.0.1:{}", nginx.port), nodes, nginx)
+    // Both bound: only now start them, so a failed attempt leaves nothing running.
+    Ok(servers
+        .into_iter()
+        .zip(ids)
+        .map(|(server, id)| {
+            let handler = server.handler().clone();
+            tokio::spawn(server.run(std::future::pending()));
+            Node { id, handler }
+        })
+        .collect())
 }
 
 struct Nginx {
@@ -70,6 +94,21 @@ impl Nginx {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .expect("nginx is not installed: apt-get install nginx-light (scripts/test.sh does)");
+        // The port is picked before nginx binds it, so another listener may get it first; then
+        // nginx exits and something else answers on the port. Try again on a new port.
+        for attempt in 1.. {
+            match Nginx::launch(nginx, upstreams) {
+                Ok(started) => return started,
+                Err(log) if attempt < 10 && log.contains("Address already in use") => {}
+                Err(log) => panic!("nginx did not start: {log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// One try: nginx on a free port, ready when it has written its pid file (after binding
+    /// its listening socket) and accepts connections. `Err` carries its error log.
+    fn launch(nginx: &str, upstreams: &[u16]) -> Result<Nginx, String> {
         let dir = TempDir::new("nginx");
         let port = free_port();
         // The configuration shipped in docs/ (round-robin, no stickiness), on test ports.
@@ -90,24 +129,34 @@ impl Nginx {
         );
         let conf_path = format!("{}/nginx.conf", dir.path());
         std::fs::write(&conf_path, full).unwrap();
-        let child = std::process::Command::new(nginx)
+        let mut child = std::process::Command::new(nginx)
             .args(["-p", dir.path(), "-c", &conf_path])
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("nginx starts");
-        // Wait until it accepts connections.
+        let pid_file = format!("{}/nginx.pid", dir.path());
+        let error_log =
+            || std::fs::read_to_string(format!("{}/error.log", dir.path())).unwrap_or_default();
         let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nginx did not start; see {}/error.log",
-                dir.path()
-            );
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("it exited ({status}): {}", error_log()));
+            }
+            if std::path::Path::new(&pid_file).exists()
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                return Ok(Nginx {
+                    port,
+                    child,
+                    _dir: dir,
+                });
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("not ready after {WAIT:?}: {}", error_log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx {
-            port,
-            child,
-            _dir: dir,
         }
     }
 }

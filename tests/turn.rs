@@ -140,7 +140,21 @@ impl Coturn {
         self.dir.join("ca.pem")
     }
 
+    /// Starts coturn on free ports. A port is picked before coturn binds it, so another test's
+    /// socket may get it first; coturn then retries the bind forever, so start again on new
+    /// ports.
     fn launch(tls: bool) -> Coturn {
+        for attempt in 1.. {
+            match Coturn::try_launch(tls) {
+                Ok(coturn) => return coturn,
+                Err(log) if attempt < 10 && log.contains("errno=98") => {}
+                Err(log) => panic!("coturn did not start:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_launch(tls: bool) -> Result<Coturn, String> {
         match Command::new("turnserver").arg("--version").output() {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
@@ -213,12 +227,12 @@ impl Coturn {
                 && log.contains("TCP listener opened")
                 && (!tls || log.contains("TLS/TCP listener opened"))
             {
-                return coturn;
+                return Ok(coturn);
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "coturn did not start:\n{log}"
-            );
+            // Dropping `coturn` stops it and removes its directory.
+            if log.contains("errno=98") || started.elapsed() > Duration::from_secs(10) {
+                return Err(log);
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
