@@ -555,7 +555,13 @@ async fn with_video_bwe_the_bots_bitrate_follows_the_transport_cc_estimate() {
     let (client, _) = connect(&url, VideoCodec::Vp8).await;
     client.wait_connected(WAIT).await.unwrap();
     let (connection, output) = sessions.recv().await.unwrap();
-    assert_eq!(output.video_bitrate(), Some(1000), "the start bitrate");
+    // The bot starts at its start bitrate; by now the first estimate may already have moved
+    // it, so the start is only checked while there is no estimate yet (read after the target,
+    // and an estimate never goes away once there is one).
+    let start = output.video_bitrate();
+    if connection.bandwidth_estimate().bitrate_bps().is_none() {
+        assert_eq!(start, Some(1000), "the start bitrate");
+    }
     // Keep the video flowing (and its feedback coming) while we watch.
     let _receiving = tokio::spawn({
         let client = client.clone_handle();
