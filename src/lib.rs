@@ -21,6 +21,7 @@
 pub mod bots;
 pub mod http;
 pub mod media;
+mod memory;
 pub mod metrics;
 pub mod net;
 pub mod peer;

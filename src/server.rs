@@ -321,6 +321,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         let handler = self.handler.clone();
         let state = self.state.clone();
+        let trimming = tokio::spawn(crate::memory::trim_after_sessions_end(handler.clone()));
         let graceful = async move {
             shutdown.await;
             tracing::info!(
@@ -350,6 +351,7 @@ impl Server {
                     .await
             }
         };
+        trimming.abort();
         self.mux.shutdown();
         result
     }
