@@ -157,7 +157,7 @@ fn codec(
         .iter()
         .filter_map(|frame| decoder.decode(&frame.data).expect("decode"))
         .collect();
-    let settled = decoded.len().min(30).min(decoded.len().saturating_sub(1));
+    let settled = decoded.len().saturating_sub(1).min(30);
     let psnr = mean_luma_psnr(&decoded[settled..], &frames[settled..]);
     let psnr_clean = mean_luma_psnr(&decoded[settled..], &clean[settled..]);
     println!(
