@@ -50,6 +50,9 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long after a processed re-offer a new `renegotiate` request may be sent.
 const RENEGOTIATION_GUARD: Duration = Duration::from_secs(2);
+/// How many already-due str0m timeouts one `drive` handles inline before it leaves
+/// the rest to the timer (a guard against an `Rtc` that keeps asking for the past).
+const MAX_DUE_TIMEOUTS_PER_DRIVE: u32 = 8;
 
 /// The state of a session, as Pipecat names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -768,12 +771,20 @@ impl SessionTask {
         mut datagrams: mpsc::Receiver<Datagram>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
+        // One timer for the session's life, moved only when the deadline moves: a
+        // fresh sleep per turn would insert into and remove from tokio's timer wheel
+        // for every packet.
+        let timer = tokio::time::sleep_until(Instant::now().into());
+        tokio::pin!(timer);
         while !self.finished {
             let rtc_timeout = self.drive().await;
             if self.finished {
                 break;
             }
-            let deadline = self.next_deadline(rtc_timeout);
+            let deadline = tokio::time::Instant::from_std(self.next_deadline(rtc_timeout));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.handle_command(command).await,
@@ -781,7 +792,7 @@ impl SessionTask {
                     None => self.finish(ConnectionEvent::Closed).await,
                 },
                 Some(datagram) = datagrams.recv() => self.handle_datagram(datagram),
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = &mut timer => {
                     self.handle_timeout();
                     self.check_deadlines().await;
                 }
@@ -791,10 +802,25 @@ impl SessionTask {
 
     /// Polls the `Rtc` until it wants to wait: sends what it transmits, handles its
     /// events. Returns when it next wants to be woken.
+    ///
+    /// A timeout that is already due is handled here and now. str0m asks for one after
+    /// every media write (it packetizes on its next timeout), so going through the timer
+    /// instead would cost every outgoing packet a timer wake-up and up to a millisecond.
     async fn drive(&mut self) -> Instant {
+        let mut due_handled = 0;
         loop {
             match self.peer.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Timeout(t)) => {
+                    let now = Instant::now();
+                    // Bounded, so an `Rtc` that keeps asking for the past cannot spin us.
+                    if t > now || due_handled == MAX_DUE_TIMEOUTS_PER_DRIVE {
+                        return t;
+                    }
+                    due_handled += 1;
+                    if let Err(e) = self.peer.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::debug!("timeout handling failed: {e}");
+                    }
+                }
                 Ok(Output::Transmit(t)) => {
                     self.mux.send(t.source, t.destination, &t.contents).await;
                 }
