@@ -17,6 +17,7 @@
 #   SKIP_PYTHON=1              our server only
 #   PIPECAT_VERSION=1.14.0     the Python original's version
 #   OUT=target/bench-audio     where results, logs and the Python venv go
+#   SERVER_BIN=target/release/smallwebrtc   the server binary (to compare two builds, A/B)
 #
 # Builds and installs happen here, outside the network namespace; every socket is opened
 # inside ../shared/tools/nsrun (loopback only). Results: $OUT/results.md (also printed),
@@ -33,6 +34,7 @@ PRIORITY="${PRIORITY:-nice}"
 SKIP_PYTHON="${SKIP_PYTHON:-0}"
 PIPECAT_VERSION="${PIPECAT_VERSION:-1.14.0}"
 OUT="${OUT:-target/bench-audio}"
+SERVER_BIN="${SERVER_BIN:-target/release/smallwebrtc}"
 PORT=7860
 PY_PORT=7861
 
@@ -88,7 +90,7 @@ if [ "${1:-}" = "--inside" ]; then
   status=0
   echo "== our server: sessions $SESSIONS"
   bench_one "$OUT/rust-server.log" "rust" "$PORT" "$SESSIONS" "$OUT/rust.json" -- \
-    target/release/smallwebrtc serve --host 127.0.0.1 --port "$PORT" || status=$?
+    "$SERVER_BIN" serve --host 127.0.0.1 --port "$PORT" || status=$?
   if [ "$SKIP_PYTHON" != 1 ]; then
     echo "== Python original (pipecat-ai $PIPECAT_VERSION): sessions $PY_SESSIONS"
     # aioice leaves 127.0.0.1 out of its host candidates, so with loopback alone the Python

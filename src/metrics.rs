@@ -148,6 +148,11 @@ pub static LOSS_IN: Histogram<7> = Histogram::new([0.0, 0.01, 0.02, 0.05, 0.1, 0
 /// Fraction of our packets the client reports lost, per session and interval.
 pub static LOSS_OUT: Histogram<7> = Histogram::new([0.0, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]);
 
+/// How long client datagrams waited between the socket and their session, in seconds.
+/// Near zero on a server with CPU to spare; its upper buckets fill when it has too little.
+pub static INBOUND_QUEUE_DELAY: Histogram<8> =
+    Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]);
+
 /// Opus frames decoded (and concealed) for bots.
 pub static AUDIO_DECODE: Timer = Timer::new();
 /// Opus frames encoded for clients.
@@ -251,6 +256,11 @@ pub fn render(sessions: SessionCounts, bots_running: usize) -> String {
         &mut out,
         "smallwebrtc_packet_loss_out_ratio",
         "Fraction of our packets the client reports lost, per session and stats interval.",
+    );
+    INBOUND_QUEUE_DELAY.render(
+        &mut out,
+        "smallwebrtc_inbound_queue_delay_seconds",
+        "How long client datagrams waited between the socket and their session.",
     );
     for (name, help, timer) in [
         (

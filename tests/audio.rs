@@ -627,7 +627,8 @@ async fn bad_writes_get_errors_that_name_the_problem() {
     assert!(got[4].1.to_lowercase().contains("channel"), "{}", got[4].1);
 }
 
-/// `/metrics` reports each session's round-trip time and packet loss, from RTCP.
+/// `/metrics` reports each session's round-trip time and packet loss, from RTCP, and how long
+/// datagrams wait for their session.
 #[tokio::test]
 async fn metrics_report_round_trip_time_and_packet_loss() {
     let url = serve(smallwebrtc::bots::echo::run).await;
@@ -671,4 +672,11 @@ async fn metrics_report_round_trip_time_and_packet_loss() {
     let loss_samples = value(&text, "smallwebrtc_packet_loss_in_ratio_count");
     let lossless = value(&text, "smallwebrtc_packet_loss_in_ratio_bucket{le=\"0\"}");
     assert_eq!(lossless, loss_samples, "{text}");
+    // An idle server hands each datagram to its session at once.
+    let queued = value(&text, "smallwebrtc_inbound_queue_delay_seconds_count");
+    let prompt = value(
+        &text,
+        "smallwebrtc_inbound_queue_delay_seconds_bucket{le=\"0.025\"}",
+    );
+    assert!(queued > 0.0 && prompt >= 0.9 * queued, "{text}");
 }

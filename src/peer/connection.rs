@@ -858,6 +858,7 @@ impl SessionTask {
 
     fn handle_datagram(&mut self, datagram: Datagram) {
         self.last_receive = datagram.received;
+        metrics::INBOUND_QUEUE_DELAY.observe(datagram.received.elapsed().as_secs_f64());
         let Ok(receive) = Receive::new(
             Protocol::Udp,
             datagram.source,
