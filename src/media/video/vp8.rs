@@ -23,17 +23,19 @@ use super::{
 /// pins the encoder's speed level at its magnitude, while a positive one sets a CPU budget
 /// instead ((16 - n)/16 of the frame time) and lets libvpx slow its search down until an
 /// encode takes about that long: at 12 a 640×480 frame took ~4.5 ms of a 33 ms frame, load
-/// dependent, where the fixed level 12 takes ~2.5 ms at the same quality (`cargo bench --bench
-/// video -- vp8`: 46.3 dB against the noiseless scene, against 45.9 dB). 16 is cheaper still
-/// but loses ~0.6 dB.
-const CPU_USED: c_int = -12;
+/// dependent. The fastest fixed level, with [`STATIC_THRESHOLD`] at 1500, takes 1.5–1.7 ms at
+/// 46.2 dB against the noiseless scene (`cargo bench --bench video -- vp8 640`); level 12 with
+/// 1000 took 2.7–3.0 ms at 46.3 dB. A server encodes for many sessions: speed wins.
+const CPU_USED: c_int = -16;
 /// Macroblocks whose luma differs from the previous frame by less than this sum of squared
 /// differences are coded as skipped (`VP8E_SET_STATIC_THRESHOLD`, libvpx's encode breakout; 1
 /// is off in effect). A camera's sensor noise (about ±3 levels) otherwise makes every static
-/// macroblock look changed; at 1000 (an RMS difference under 2 levels) the noise of a still
-/// background is no longer re-coded, which cost nothing measurable in quality on the benchmark
-/// scene and a quarter of the encoder's CPU on a camera echo (BENCHMARKS.md).
-const STATIC_THRESHOLD: c_int = 1000;
+/// macroblock look changed and re-codes it every frame. At 1500 (an RMS difference under
+/// 2.5 levels per pixel) a still background's noise is skipped and its bits go to what moves:
+/// on the benchmark scene, at speed 16, 46.2 dB against 45.7 dB at 1000, and 30 % less encoder
+/// time; at 2000 rate control starves (45 dB). The price: a slow fade over a still area moves
+/// in steps of up to 3 levels instead of 1.
+const STATIC_THRESHOLD: c_int = 1500;
 /// The quantizer range WebRTC uses for VP8 (of 0..=63).
 const MIN_QUANTIZER: c_uint = 2;
 const MAX_QUANTIZER: c_uint = 56;
