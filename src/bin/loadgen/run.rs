@@ -134,6 +134,9 @@ pub struct StepResult {
     pub markers_sent: u64,
     pub markers_detected: u64,
     pub markers_unmatched: u64,
+    /// Of the markers detected, those matched while a later one with the same id waited too:
+    /// their round trip may be eight markers (8 s) too long.
+    pub markers_ambiguous: u64,
     /// Round trip through the echo bot.
     pub rtt: Option<RttStats>,
     /// Video mode: frames and the video round trip.
@@ -289,6 +292,7 @@ struct Counters {
     markers_sent: u64,
     markers_detected: u64,
     markers_unmatched: u64,
+    markers_ambiguous: u64,
     video: VideoCounters,
 }
 
@@ -335,6 +339,7 @@ impl Counters {
             markers_sent: total(stats, |s| &s.markers_sent),
             markers_detected: total(stats, |s| &s.markers_detected),
             markers_unmatched: total(stats, |s| &s.markers_unmatched),
+            markers_ambiguous: total(stats, |s| &s.markers_ambiguous),
             video: VideoCounters::read(stats),
         }
     }
@@ -720,6 +725,7 @@ async fn run_step(
         markers_sent: c1.markers_sent - c0.markers_sent,
         markers_detected: c1.markers_detected - c0.markers_detected,
         markers_unmatched: c1.markers_unmatched - c0.markers_unmatched,
+        markers_ambiguous: c1.markers_ambiguous - c0.markers_ambiguous,
         rtt: RttStats::from_samples(&samples, window_secs),
         video: None,
         server,
@@ -797,6 +803,12 @@ fn notes(step: &StepResult, have_pid: bool) -> Vec<String> {
                 found * 100.0
             ));
         }
+    }
+    if step.markers_ambiguous > 0 {
+        notes.push(format!(
+            "{} of {} round trips are ambiguous (8 or more markers in a row lost, or a round trip over 8 s): taken in order, each may be 8 s too long",
+            step.markers_ambiguous, step.markers_detected
+        ));
     }
     if step.markers_unmatched > 0 {
         notes.push(format!(
@@ -933,5 +945,28 @@ mod tests {
             ..StepResult::default()
         };
         assert_eq!(notes(&step, true), Vec::<String>::new());
+    }
+
+    #[test]
+    fn notes_say_how_many_round_trips_are_ambiguous() {
+        let step = StepResult {
+            sessions_requested: 10,
+            sessions_connected: 10,
+            sessions_echoing: 10,
+            packets_sent: 5000,
+            packets_received: 2000,
+            markers_sent: 100,
+            markers_detected: 30,
+            markers_ambiguous: 12,
+            server: Some(ProcFigures::default()),
+            ..StepResult::default()
+        };
+        let notes = notes(&step, true);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("12 of 30 round trips are ambiguous")),
+            "{notes:?}"
+        );
     }
 }

@@ -164,6 +164,8 @@ pub struct SessionStats {
     pub markers_detected: AtomicU64,
     /// Markers found in the echo that matched nothing sent.
     pub markers_unmatched: AtomicU64,
+    /// Of the markers detected, those matched while a later one with the same id waited too.
+    pub markers_ambiguous: AtomicU64,
     /// Received packets that failed to decode (measured sessions only).
     pub decode_errors: AtomicU64,
     /// Datagrams a non-blocking send could not send.
@@ -258,7 +260,10 @@ pub struct Env {
 /// The first marker found is matched to the most recent one sent with its id (markers sent
 /// before the echo path was up never come back); after that, each is matched to the oldest
 /// unmatched one with its id, and the ones skipped over were lost. Eight ids keep this right
-/// through up to seven lost markers in a row, however long the round trip.
+/// through up to seven lost markers in a row, however long the round trip. A match made while
+/// a later marker with the same id was also waiting is *ambiguous*: either the round trip is
+/// over eight markers long, or eight or more in a row were lost and the round trip is eight
+/// markers shorter than the one taken. The report says how many there were.
 #[derive(Debug)]
 pub struct MarkerLog {
     pending: VecDeque<(u8, Instant)>,
@@ -291,22 +296,31 @@ impl MarkerLog {
     }
 
     /// Matches marker `id` found at `at`; returns when it was sent.
-    pub fn found(&mut self, id: u8, at: Instant) -> Option<Instant> {
+    pub fn found(&mut self, id: u8, at: Instant) -> Option<Found> {
         let mut candidates = self
             .pending
             .iter()
             .enumerate()
             .filter(|(_, m)| m.0 == id && m.1 <= at);
-        let index = if self.synced {
-            candidates.next()
+        let (index, ambiguous) = if self.synced {
+            let first = candidates.next()?.0;
+            (first, candidates.next().is_some())
         } else {
-            candidates.next_back()
-        }?
-        .0;
+            (candidates.next_back()?.0, false)
+        };
         self.synced = true;
         let (_, sent) = self.pending.drain(..=index).next_back()?;
-        Some(sent)
+        Some(Found { sent, ambiguous })
     }
+}
+
+/// A marker matched by [`MarkerLog::found`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// When the marker was sent.
+    pub sent: Instant,
+    /// Another marker with the same id, sent later, was waiting too (see [`MarkerLog`]).
+    pub ambiguous: bool,
 }
 
 /// The per-packet work of a measured session.
@@ -660,8 +674,11 @@ impl Peer<'_> {
                         measure.detector.push_packet(&data.data, data.network_time)
                     {
                         match measure.log.found(id, at) {
-                            Some(sent) => {
+                            Some(Found { sent, ambiguous }) => {
                                 self.stats.markers_detected.fetch_add(1, Ordering::Relaxed);
+                                if ambiguous {
+                                    self.stats.markers_ambiguous.fetch_add(1, Ordering::Relaxed);
+                                }
                                 let rtt_ms = at.duration_since(sent).as_secs_f64() * 1e3;
                                 self.stats
                                     .rtts
@@ -712,7 +729,7 @@ impl Peer<'_> {
                     .video_frames_decoded
                     .fetch_add(1, Ordering::Relaxed);
                 match measure.log.found(id, now) {
-                    Some(sent) => {
+                    Some(Found { sent, .. }) => {
                         self.stats
                             .video_stamps_matched
                             .fetch_add(1, Ordering::Relaxed);
@@ -934,7 +951,7 @@ mod tests {
         }
         // Marker 1 comes back 50 ms after second 9: the one sent at 9 s, not at 1 s.
         let found = log.found(1, s(9) + Duration::from_millis(50));
-        assert_eq!(found, Some(s(9)));
+        assert_eq!(found.map(|f| f.sent), Some(s(9)));
         assert!(log.pending.is_empty());
     }
 
@@ -946,18 +963,38 @@ mod tests {
         let mut log = MarkerLog::default();
         log.sent(0, s(0));
         // The first one found syncs the log.
-        assert_eq!(log.found(0, s(0) + ms(10)), Some(s(0)));
+        assert_eq!(log.found(0, s(0) + ms(10)).map(|f| f.sent), Some(s(0)));
         for k in 1..30u64 {
             log.sent((k % 8) as u8, s(k));
         }
         // A round trip of 12.5 s: the marker sent at 1 s comes back at 13.5 s and is matched to
         // 1 s, not to 9 s, because matching is in order once synced.
-        assert_eq!(log.found(1, s(13) + ms(500)), Some(s(1)));
+        assert_eq!(log.found(1, s(13) + ms(500)).map(|f| f.sent), Some(s(1)));
         // Markers 2, 3 and 4 were lost; 5 comes back.
-        assert_eq!(log.found(5, s(17) + ms(600)), Some(s(5)));
+        assert_eq!(log.found(5, s(17) + ms(600)).map(|f| f.sent), Some(s(5)));
         // Marker 7 is pending at 7, 15 and 23 s: the oldest is the one.
-        assert_eq!(log.found(7, s(19)), Some(s(7)));
+        assert_eq!(log.found(7, s(19)).map(|f| f.sent), Some(s(7)));
         assert_eq!(log.pending.front(), Some(&(0, s(8))));
+    }
+
+    #[test]
+    fn a_match_is_ambiguous_only_while_a_later_marker_with_its_id_waits() {
+        let t0 = Instant::now();
+        let s = |k: u64| t0 + Duration::from_secs(k);
+        let ms = Duration::from_millis;
+        let mut log = MarkerLog::default();
+        for k in 0..4u64 {
+            log.sent(k as u8, s(k));
+        }
+        assert!(!log.found(0, s(0) + ms(10)).unwrap().ambiguous);
+        assert!(!log.found(1, s(1) + ms(10)).unwrap().ambiguous);
+        for k in 4..12u64 {
+            log.sent((k % 8) as u8, s(k));
+        }
+        // Markers 2 to 10 lost; 3's second copy comes back 10 ms after 11 s. In order, it is
+        // taken for the one sent at 3 s, 8 s earlier, and said to be ambiguous.
+        let found = log.found(3, s(11) + ms(10)).unwrap();
+        assert_eq!((found.sent, found.ambiguous), (s(3), true));
     }
 
     #[test]
@@ -965,8 +1002,8 @@ mod tests {
         let t0 = Instant::now();
         let mut log = MarkerLog::default();
         log.sent(3, t0 + Duration::from_secs(5));
-        assert_eq!(log.found(3, t0 + Duration::from_secs(1)), None);
-        assert_eq!(log.found(2, t0 + Duration::from_secs(6)), None);
+        assert!(log.found(3, t0 + Duration::from_secs(1)).is_none());
+        assert!(log.found(2, t0 + Duration::from_secs(6)).is_none());
         assert_eq!(log.pending.len(), 1);
     }
 

@@ -34,7 +34,7 @@ const CPU_USED: c_int = -16;
 /// 2.5 levels per pixel) a still background's noise is skipped and its bits go to what moves:
 /// on the benchmark scene, at speed 16, 46.2 dB against 45.7 dB at 1000, and 30 % less encoder
 /// time; at 2000 rate control starves (45 dB). The price: a slow fade over a still area moves
-/// in steps of up to 3 levels instead of 1.
+/// in steps of up to 3 levels instead of 2.
 const STATIC_THRESHOLD: c_int = 1500;
 /// The quantizer range WebRTC uses for VP8 (of 0..=63).
 const MIN_QUANTIZER: c_uint = 2;
