@@ -5,7 +5,8 @@
 //! 1024×768 output size, with the real-time settings the transport uses, and of the colour
 //! conversion and scaling around them. The frames are a moving camera-like scene: the four-colour
 //! test card, a moving bright square and a little sensor noise. Built without `--bench` (as
-//! `cargo test` may do) it runs a few iterations only, as a smoke test.
+//! `cargo test` may do) it runs a few iterations only, as a smoke test. `VP8_SPEED=n` (1..=16)
+//! sets the VP8 encoder's speed level (default 16, the transport's).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -119,7 +120,14 @@ fn codec(
     (frames, clean): (&[I420], &[I420]),
     iterations: usize,
 ) {
-    let config = EncoderConfig::default(); // 1000 kbit/s, 30 fps
+    // 1000 kbit/s, 30 fps; `VP8_SPEED=12 cargo bench --bench video -- vp8` tries another level.
+    let mut config = EncoderConfig::default();
+    if let Some(speed) = std::env::var("VP8_SPEED").ok().and_then(|v| v.parse().ok()) {
+        config.vp8_speed = speed;
+        if codec == VideoCodec::Vp8 {
+            println!("VP8 speed level {speed}");
+        }
+    }
     let Ok(mut encoder) = smallwebrtc::media::video::new_encoder(codec, config) else {
         println!("{codec} not built in");
         return;

@@ -18,6 +18,7 @@
 #   PRIORITY=nice              nice | rt | none, as in scripts/bench-audio.sh
 #   BUILD=1                    0: use the release binaries already built
 #   OUT=target/bench-video     where results and the server log go
+#   SERVER_BIN=target/release/smallwebrtc   the server binary (to compare two builds, A/B)
 #
 # Builds happen here, outside the network namespace; every socket is opened inside
 # ../shared/tools/nsrun (loopback only). Results: $OUT/results.md (also printed), $OUT/rust.json
@@ -38,6 +39,7 @@ AUDIO="${AUDIO:-1}"
 PRIORITY="${PRIORITY:-nice}"
 BUILD="${BUILD:-1}"
 OUT="${OUT:-target/bench-video}"
+SERVER_BIN="${SERVER_BIN:-target/release/smallwebrtc}"
 PORT=7862
 
 # Runs a command at the scheduling priority of a role (server or loadgen).
@@ -69,7 +71,7 @@ if [ "${1:-}" = "--inside" ]; then
   audio_flag=()
   [ "$AUDIO" = 1 ] || audio_flag=(--no-audio)
   echo "== our server: sessions $SESSIONS"
-  (with_priority server target/release/smallwebrtc serve --host 127.0.0.1 --port "$PORT") \
+  (with_priority server "$SERVER_BIN" serve --host 127.0.0.1 --port "$PORT") \
     >"$OUT/rust-server.log" 2>&1 &
   pid=$!
   if ! wait_port "$PORT"; then

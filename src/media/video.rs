@@ -92,6 +92,30 @@ pub const MIN_BITRATE_KBPS: u32 = 10;
 /// The highest bitrate an encoder accepts, in kbit/s.
 pub const MAX_BITRATE_KBPS: u32 = 100_000;
 
+/// The fastest of libvpx's fixed real-time VP8 speed levels, and the default
+/// ([`EncoderConfig::vp8_speed`]).
+///
+/// In libvpx's real-time mode a *negative* `cpu-used` pins the speed level at its magnitude;
+/// a positive one is a CPU budget instead ((16 − n)/16 of the frame time), and the encoder
+/// slows its search down until a frame takes about that long (at 12, ~4.5 ms of a 640×480
+/// frame's 33 ms, however many sessions share the machine). So the level is always pinned.
+/// Level 16 with [`DEFAULT_VP8_STATIC_THRESHOLD`] takes 1.5–1.7 ms per 640×480
+/// frame at 46.2 dB luma PSNR on the benchmark's camera scene, where level 12 took 2.7–3.0 ms at
+/// 46.3 dB (`cargo bench --bench video -- vp8 640`): a server encodes for many sessions.
+pub const MAX_VP8_SPEED: u8 = 16;
+
+/// The default [`EncoderConfig::vp8_static_threshold`].
+///
+/// Macroblocks whose luma differs from the previous frame by less than this sum of squared
+/// differences are coded as skipped (libvpx's `VP8E_SET_STATIC_THRESHOLD`, its encode breakout;
+/// 1 is off in effect). A camera's sensor noise (about ±3 levels) otherwise makes every static
+/// macroblock look changed and re-codes it every frame. At 1500 (an RMS difference under 2.5
+/// levels per pixel) a still background's noise is skipped and its bits go to what moves: on
+/// the benchmark scene, at speed 16, 46.2 dB against 45.7 dB at 1000, and 30 % less encoder
+/// time; at 2000 rate control starves (45 dB). The price: a slow fade over a still area moves
+/// in steps of up to 3 levels instead of 2.
+pub const DEFAULT_VP8_STATIC_THRESHOLD: u32 = 1500;
+
 /// Pipecat's default output size, `video_out_width × video_out_height`.
 pub const DEFAULT_OUTPUT_SIZE: (u32, u32) = (1024, 768);
 
@@ -164,6 +188,9 @@ pub enum VideoError {
     /// A frame rate outside 1..=240.
     #[error("invalid frame rate {0} fps: expected 1..=240")]
     InvalidFrameRate(u32),
+    /// A VP8 speed level outside 1..=[`MAX_VP8_SPEED`].
+    #[error("invalid VP8 speed {0}: expected 1..=16 (16 is the fastest)")]
+    InvalidVp8Speed(u8),
     /// An empty encoded frame was given to a decoder.
     #[error("empty encoded frame")]
     EmptyFrame,
@@ -285,6 +312,14 @@ pub struct EncoderConfig {
     /// Encoder threads, 1..=16. Default 1: one session's bot video at 1024×768 takes a few
     /// milliseconds per frame, and many sessions share the cores.
     pub threads: u32,
+    /// libvpx's VP8 real-time speed level, 1..=[`MAX_VP8_SPEED`]. Default 16, the fastest;
+    /// lower levels search harder, for a little more quality at more CPU per frame. H.264
+    /// ignores it.
+    pub vp8_speed: u8,
+    /// VP8 macroblocks that changed less than this (sum of squared luma differences) are
+    /// skipped. Default [`DEFAULT_VP8_STATIC_THRESHOLD`]; 1 codes every change, as WebRTC
+    /// does for cameras behind a denoiser. H.264 ignores it.
+    pub vp8_static_threshold: u32,
 }
 
 impl Default for EncoderConfig {
@@ -294,6 +329,8 @@ impl Default for EncoderConfig {
             framerate: 30,
             keyframe_interval: 3_000,
             threads: 1,
+            vp8_speed: MAX_VP8_SPEED,
+            vp8_static_threshold: DEFAULT_VP8_STATIC_THRESHOLD,
         }
     }
 }
@@ -303,12 +340,16 @@ impl EncoderConfig {
     ///
     /// # Errors
     ///
-    /// [`VideoError::InvalidBitrate`] or [`VideoError::InvalidFrameRate`]. The thread count is
-    /// clamped to 1..=16 rather than refused.
+    /// [`VideoError::InvalidBitrate`], [`VideoError::InvalidFrameRate`] or
+    /// [`VideoError::InvalidVp8Speed`]. The thread count is clamped to 1..=16 rather than
+    /// refused.
     pub fn validate(&self) -> Result<(), VideoError> {
         check_bitrate(self.bitrate_kbps)?;
         if !(1..=240).contains(&self.framerate) {
             return Err(VideoError::InvalidFrameRate(self.framerate));
+        }
+        if !(1..=MAX_VP8_SPEED).contains(&self.vp8_speed) {
+            return Err(VideoError::InvalidVp8Speed(self.vp8_speed));
         }
         Ok(())
     }
@@ -474,6 +515,15 @@ mod tests {
             ..EncoderConfig::default()
         };
         assert_eq!(bad.validate(), Err(VideoError::InvalidFrameRate(0)));
+        for speed in [0, MAX_VP8_SPEED + 1] {
+            let bad = EncoderConfig {
+                vp8_speed: speed,
+                ..EncoderConfig::default()
+            };
+            let err = bad.validate().unwrap_err();
+            assert_eq!(err, VideoError::InvalidVp8Speed(speed));
+            assert!(err.to_string().contains("VP8 speed"), "{err}");
+        }
         let many = EncoderConfig {
             threads: 1000,
             ..EncoderConfig::default()

@@ -106,6 +106,12 @@ pub struct TransportParams {
     pub video_out_bitrate_min: u32,
     /// The highest video bitrate in kbit/s, however high the client's estimate (2500).
     pub video_out_bitrate_max: u32,
+    /// The VP8 encoder's speed level, 1..=16 (16, the fastest). Not a Pipecat parameter:
+    /// on a noisy 640×480 camera-like scene level 16 encodes a frame in 1.5–1.7 ms where
+    /// level 12 took 2.7–3.0 ms, for 0.2 dB less quality: see "Concurrent echo sessions
+    /// (video)" in `BENCHMARKS.md`. Lower it for detailed pictures on a machine with CPU
+    /// to spare. H.264 ignores it.
+    pub video_out_vp8_speed: u8,
 }
 
 impl Default for TransportParams {
@@ -132,6 +138,7 @@ impl Default for TransportParams {
             video_out_is_live: false,
             video_out_bitrate: 1000,
             video_out_bitrate_min: 150,
+            video_out_vp8_speed: crate::media::video::MAX_VP8_SPEED,
             video_out_bitrate_max: 2500,
         }
     }
@@ -251,6 +258,7 @@ impl SmallWebRtcTransport {
                     params.video_out_bitrate_min,
                     params.video_out_bitrate_max,
                 ),
+                params.video_out_vp8_speed,
             )?);
         }
         let (input_tx, input_rx) = mpsc::unbounded_channel();

@@ -295,6 +295,8 @@ pub(super) struct VideoOut {
     width: u32,
     height: u32,
     framerate: u32,
+    /// libvpx's VP8 speed level for every encoder this output makes.
+    vp8_speed: u8,
     live: bool,
 }
 
@@ -319,7 +321,15 @@ impl VideoOut {
         framerate: u32,
         live: bool,
         (start_kbps, min_kbps, max_kbps): (u32, u32, u32),
+        vp8_speed: u8,
     ) -> Result<Arc<VideoOut>, TransportError> {
+        // Checked now, so a bad speed is the bot's error at start-up, not a silent encoder
+        // failure at its first frame.
+        EncoderConfig {
+            vp8_speed,
+            ..EncoderConfig::default()
+        }
+        .validate()?;
         let rate = RateController::new(RateConfig {
             start_kbps,
             min_kbps,
@@ -349,6 +359,7 @@ impl VideoOut {
             width,
             height,
             framerate: framerate.clamp(1, 120),
+            vp8_speed,
             live,
         });
         tokio::spawn(clock(Arc::downgrade(&out)));
@@ -473,6 +484,7 @@ impl VideoOut {
             let config = EncoderConfig {
                 bitrate_kbps: state.rate.target(),
                 framerate: self.framerate,
+                vp8_speed: self.vp8_speed,
                 ..EncoderConfig::default()
             };
             match new_encoder(codec, config) {

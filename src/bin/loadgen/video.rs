@@ -41,6 +41,12 @@ const WHITE: u8 = 235;
 const BLACK: u8 = 16;
 /// The RTP clock rate of video.
 pub const VIDEO_CLOCK_HZ: u64 = 90_000;
+/// The camera stream's VP8 speed level and static threshold: those of the server's encoder
+/// when the published figures up to 2026-12-03 were taken (a browser is slower and denoises
+/// first; this is a fixed, reproducible stand-in). Pinned so that the server's own settings
+/// never change what it has to decode.
+const CLIENT_VP8_SPEED: u8 = 12;
+const CLIENT_VP8_STATIC_THRESHOLD: u32 = 1000;
 
 /// What the clip looks like and how it is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +250,11 @@ impl VideoClip {
             framerate: spec.fps,
             keyframe_interval: 0,
             threads: 1,
+            // The client's stream stays what it was when the published figures were taken,
+            // whatever the server's own encoder settings become: a server change must not
+            // make its input cheaper to decode.
+            vp8_speed: CLIENT_VP8_SPEED,
+            vp8_static_threshold: CLIENT_VP8_STATIC_THRESHOLD,
         })
         .map_err(|e| format!("VP8 encoder: {e}"))?;
         let step = VIDEO_CLOCK_HZ / u64::from(spec.fps);

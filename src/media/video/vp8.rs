@@ -19,23 +19,6 @@ use super::{
     VideoCodec, VideoDecoder, VideoEncoder, VideoError, I420, MAX_DIMENSION, VIDEO_RTP_CLOCK_RATE,
 };
 
-/// libvpx's VP8 speed setting (`cpu-used`, -16..=16). In real-time mode a *negative* value
-/// pins the encoder's speed level at its magnitude, while a positive one sets a CPU budget
-/// instead ((16 - n)/16 of the frame time) and lets libvpx slow its search down until an
-/// encode takes about that long: at 12 a 640×480 frame took ~4.5 ms of a 33 ms frame, load
-/// dependent. The fastest fixed level, with [`STATIC_THRESHOLD`] at 1500, takes 1.5–1.7 ms at
-/// 46.2 dB against the noiseless scene (`cargo bench --bench video -- vp8 640`); level 12 with
-/// 1000 took 2.7–3.0 ms at 46.3 dB. A server encodes for many sessions: speed wins.
-const CPU_USED: c_int = -16;
-/// Macroblocks whose luma differs from the previous frame by less than this sum of squared
-/// differences are coded as skipped (`VP8E_SET_STATIC_THRESHOLD`, libvpx's encode breakout; 1
-/// is off in effect). A camera's sensor noise (about ±3 levels) otherwise makes every static
-/// macroblock look changed and re-codes it every frame. At 1500 (an RMS difference under
-/// 2.5 levels per pixel) a still background's noise is skipped and its bits go to what moves:
-/// on the benchmark scene, at speed 16, 46.2 dB against 45.7 dB at 1000, and 30 % less encoder
-/// time; at 2000 rate control starves (45 dB). The price: a slow fade over a still area moves
-/// in steps of up to 3 levels instead of 2.
-const STATIC_THRESHOLD: c_int = 1500;
 /// The quantizer range WebRTC uses for VP8 (of 0..=63).
 const MIN_QUANTIZER: c_uint = 2;
 const MAX_QUANTIZER: c_uint = 56;
@@ -230,10 +213,14 @@ impl EncoderContext {
         // optimal buffer, in frames.
         let max_intra_pct = BUFFER_OPTIMAL_MS / 2 * config.framerate / 10;
         for (id, value) in [
-            (vpx::vp8e_enc_control_id::VP8E_SET_CPUUSED, CPU_USED),
+            (
+                vpx::vp8e_enc_control_id::VP8E_SET_CPUUSED,
+                // Negative: a fixed speed level, not a CPU budget (see `MAX_VP8_SPEED`).
+                -c_int::from(config.vp8_speed),
+            ),
             (
                 vpx::vp8e_enc_control_id::VP8E_SET_STATIC_THRESHOLD,
-                STATIC_THRESHOLD,
+                c_int::try_from(config.vp8_static_threshold).unwrap_or(c_int::MAX),
             ),
             (vpx::vp8e_enc_control_id::VP8E_SET_NOISE_SENSITIVITY, 0),
             (
@@ -705,7 +692,9 @@ impl VideoDecoder for Vp8Decoder {
 #[cfg(test)]
 mod tests {
     use super::super::testing::busy_card;
-    use super::super::{max_channel_difference, quadrant_colors, quadrants, QUADRANT_COLORS};
+    use super::super::{
+        max_channel_difference, quadrant_colors, quadrants, MAX_VP8_SPEED, QUADRANT_COLORS,
+    };
     use super::*;
     use crate::media::video::VideoFormat;
 
@@ -732,6 +721,49 @@ mod tests {
                 "frame {i}: {colours:?}"
             );
         }
+    }
+
+    #[test]
+    fn every_speed_level_encodes_and_the_level_reaches_libvpx() {
+        let frames: Vec<I420> = (0..6).map(|i| busy_card(320, 240, i)).collect();
+        let encode_all = |speed: u8| -> Vec<Vec<u8>> {
+            let mut encoder = Vp8Encoder::new(EncoderConfig {
+                vp8_speed: speed,
+                ..EncoderConfig::default()
+            })
+            .unwrap();
+            let mut decoder = Vp8Decoder::new().unwrap();
+            let mut out = Vec::new();
+            for (i, frame) in frames.iter().enumerate() {
+                let encoded = encoder.encode(frame, i as u64 * 3000, false).unwrap();
+                assert_eq!(encoded.len(), 1, "speed {speed}, frame {i}");
+                let picture = decoder.decode(&encoded[0].data).unwrap().unwrap();
+                assert_eq!(picture.size(), (320, 240));
+                out.push(encoded[0].data.clone());
+            }
+            out
+        };
+        let slow = encode_all(1);
+        let fast = encode_all(MAX_VP8_SPEED);
+        // A slower level searches differently: the moving picture's delta frames differ.
+        assert!(
+            slow[1..] != fast[1..],
+            "speed 1 and 16 gave the same stream"
+        );
+        let card = card(320, 240);
+        let mut encoder = Vp8Encoder::new(EncoderConfig {
+            vp8_speed: 8,
+            ..EncoderConfig::default()
+        })
+        .unwrap();
+        let mut decoder = Vp8Decoder::new().unwrap();
+        let out = encoder.encode(&card, 0, false).unwrap();
+        let rgb = decoder.decode(&out[0].data).unwrap().unwrap();
+        let colours = quadrant_colors(&rgb.into_image(VideoFormat::Rgb).unwrap());
+        assert!(
+            max_channel_difference(&colours, &QUADRANT_COLORS) <= 20,
+            "{colours:?}"
+        );
     }
 
     #[test]
