@@ -100,8 +100,9 @@ pub const MAX_BITRATE_KBPS: u32 = 100_000;
 /// slows its search down until a frame takes about that long (at 12, ~4.5 ms of a 640×480
 /// frame's 33 ms, however many sessions share the machine). So the level is always pinned.
 /// Level 16 with [`DEFAULT_VP8_STATIC_THRESHOLD`] takes 1.5–1.7 ms per 640×480
-/// frame at 46.2 dB luma PSNR on the benchmark's camera scene, where level 12 took 2.7–3.0 ms at
-/// 46.3 dB (`cargo bench --bench video -- vp8 640`): a server encodes for many sessions.
+/// frame at 46.2 dB luma PSNR on the benchmark's camera scene, where level 12 with a threshold
+/// of 1000 took 2.7–3.0 ms at 46.3 dB (`cargo bench --bench video -- vp8 640`): a server
+/// encodes for many sessions.
 pub const MAX_VP8_SPEED: u8 = 16;
 
 /// The default [`EncoderConfig::vp8_static_threshold`].

@@ -138,8 +138,8 @@ impl Default for TransportParams {
             video_out_is_live: false,
             video_out_bitrate: 1000,
             video_out_bitrate_min: 150,
-            video_out_vp8_speed: crate::media::video::MAX_VP8_SPEED,
             video_out_bitrate_max: 2500,
+            video_out_vp8_speed: crate::media::video::MAX_VP8_SPEED,
         }
     }
 }
